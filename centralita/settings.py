@@ -1,0 +1,165 @@
+"""One typed settings object, built once from the environment at start-up and passed down.
+
+Nothing below ``centralita`` reads ``os.environ``: actors and routes get the values they need from
+here. Secrets are held as :class:`Secret` so that a settings object can be logged or repr'd safely.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT: Final = 8000
+DEFAULT_RELAY_PORT: Final = 7070
+DEFAULT_BACKLOG_TTL_S: Final = 3600.0
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value we cannot use; the message names it."""
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A credential: compares and hashes like its value, never prints it."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+class Engine(enum.Enum):
+    CLOUD = "cloud"
+    LOCAL = "local"
+
+
+def _bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
+def _int(name: str, raw: str | None, default: int) -> int:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _float(name: str, raw: str | None, default: float) -> float:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+
+
+def _secret(raw: str | None) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+def _str(raw: str | None) -> str | None:
+    return raw if raw else None
+
+
+@attrs.frozen
+class Settings:
+    """Every knob of the service (see DESIGN.md's settings table and the README)."""
+
+    port: int = DEFAULT_PORT
+    host: str = "0.0.0.0"
+    # Telnyx
+    telnyx_api_key: Secret | None = None
+    telnyx_api_base: str = "https://api.telnyx.com/v2"
+    telnyx_connection_id: str | None = None
+    telnyx_from_number: str | None = None
+    telnyx_public_key: str | None = None
+    telnyx_stream_token: Secret | None = None
+    webhook_base_url: str | None = None
+    use_media_streams: bool = True
+    inbound_calls: bool = True
+    # Deepgram
+    deepgram_api_key: Secret | None = None
+    deepgram_listen_url: str = "wss://api.deepgram.com/v1/listen"
+    deepgram_speak_url: str = "wss://api.deepgram.com/v1/speak"
+    # Anthropic
+    anthropic_api_key: Secret | None = None
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-haiku-4-5"
+    # Engine choice (None = cloud if its key is set, else local)
+    stt_engine: Engine | None = None
+    tts_engine: Engine | None = None
+    llm_engine: Engine | None = None
+    # S3 (webhook-mode playback)
+    aws_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    # Relay
+    relay_url: str | None = None
+    relay_token: Secret | None = None
+    relay_backlog_ttl_s: float = DEFAULT_BACKLOG_TTL_S
+    redis_url: str | None = None
+    call_mode: str = "bot"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, default_port: int = DEFAULT_PORT) -> Settings:
+        """Build settings from an environment mapping; raises :class:`SettingsError` on bad values."""
+
+        def engine(name: str) -> Engine | None:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return None
+            aliases = {"local": Engine.LOCAL, "deepgram": Engine.CLOUD, "anthropic": Engine.CLOUD,
+                       "cloud": Engine.CLOUD}
+            if raw not in aliases:
+                raise SettingsError(f"{name}={raw!r}: expected one of {sorted(aliases)}")
+            return aliases[raw]
+
+        return cls(
+            port=_int("PORT", env.get("PORT"), default_port),
+            host=env.get("HOST", "0.0.0.0") or "0.0.0.0",
+            telnyx_api_key=_secret(env.get("TELNYX_API_KEY")),
+            telnyx_api_base=env.get("TELNYX_API_BASE") or "https://api.telnyx.com/v2",
+            telnyx_connection_id=_str(env.get("TELNYX_CONNECTION_ID")),
+            telnyx_from_number=_str(env.get("TELNYX_FROM_NUMBER")),
+            telnyx_public_key=_str(env.get("TELNYX_PUBLIC_KEY")),
+            telnyx_stream_token=_secret(env.get("TELNYX_STREAM_TOKEN")),
+            webhook_base_url=_str(env.get("WEBHOOK_BASE_URL")),
+            use_media_streams=_bool("USE_MEDIA_STREAMS", env.get("USE_MEDIA_STREAMS"), True),
+            inbound_calls=_bool("INBOUND_CALLS", env.get("INBOUND_CALLS"), True),
+            deepgram_api_key=_secret(env.get("DEEPGRAM_API_KEY")),
+            deepgram_listen_url=env.get("DEEPGRAM_LISTEN_URL") or "wss://api.deepgram.com/v1/listen",
+            deepgram_speak_url=env.get("DEEPGRAM_SPEAK_URL") or "wss://api.deepgram.com/v1/speak",
+            anthropic_api_key=_secret(env.get("ANTHROPIC_API_KEY")),
+            anthropic_base_url=_str(env.get("ANTHROPIC_BASE_URL")),
+            anthropic_model=env.get("ANTHROPIC_MODEL") or "claude-haiku-4-5",
+            stt_engine=engine("STT_ENGINE"),
+            tts_engine=engine("TTS_ENGINE"),
+            llm_engine=engine("LLM_ENGINE"),
+            aws_endpoint_url=_str(env.get("AWS_ENDPOINT_URL")),
+            s3_bucket=_str(env.get("S3_BUCKET")),
+            relay_url=_str(env.get("RELAY_URL")),
+            relay_token=_secret(env.get("RELAY_TOKEN")),
+            relay_backlog_ttl_s=_float("RELAY_BACKLOG_TTL", env.get("RELAY_BACKLOG_TTL"),
+                                       DEFAULT_BACKLOG_TTL_S),
+            redis_url=_str(env.get("REDIS_URL")),
+            call_mode=env.get("CALL_MODE") or "bot",
+        )

@@ -1,0 +1,1 @@
+"""Shared pytest configuration: trio mode is on (pyproject), warnings are errors."""
