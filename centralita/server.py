@@ -1,0 +1,142 @@
+"""Composition root for the servers: builds the app for a command and serves it with hypercorn-trio.
+
+Shutdown belongs to us: SIGTERM/SIGINT → :meth:`App.drain` (refuse new work, close sockets with
+proper codes, wait for handlers) → hypercorn's shutdown trigger → lifespan shutdown → exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+from typing import Any, Final, cast
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from centralita import logs
+from centralita.app import App
+from centralita.metrics import metrics_route, new_registry
+from centralita.relay_hub import RelayHub
+from centralita.routes_relay import RelayRoutes
+from centralita.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HYPERCORN_GRACEFUL_TIMEOUT_S: Final = 2.0
+WEBSOCKET_MAX_MESSAGE_BYTES: Final = 1_048_576
+
+
+@attrs.define(eq=False)
+class Relay:
+    """The relay hub and its routes, shared by ``centralita relay`` and ``centralita serve``."""
+
+    hub: RelayHub
+    routes: RelayRoutes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Relay:
+        hub = RelayHub(backlog_ttl_s=settings.relay_backlog_ttl_s)
+        token = settings.relay_token.value if settings.relay_token else None
+        if token is None:
+            log.warning("relay is open: RELAY_TOKEN is not set, anyone who can reach this port "
+                        "may publish and subscribe")
+        return cls(hub=hub, routes=RelayRoutes(hub=hub, token=token))
+
+    def mount(self, app: App) -> None:
+        app.http_routes["/health"] = self.routes.health
+        app.http_routes["/event"] = self.routes.event
+        app.websocket_routes["/ws"] = self.routes.subscribe
+        app.http_routes["/metrics"] = metrics_route(new_registry(self.hub))
+        app.services.append(self.hub.run)
+        app.drain_hooks.append(self.hub.close_all)
+
+
+def build_relay_app(settings: Settings) -> tuple[App, Relay]:
+    app = App()
+    relay = Relay.from_settings(settings)
+    relay.mount(app)
+    return app, relay
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    host = settings.host
+    config.bind = [f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = HYPERCORN_GRACEFUL_TIMEOUT_S
+    config.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE_BYTES
+    config.backlog = 4096
+    return config
+
+
+async def serve_until(app: App, settings: Settings, stop: trio.Event, *,
+                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until ``stop`` is set; then drain it, then let hypercorn shut down.
+
+    ``task_status.started`` receives the bound URLs (port 0 picks a free port).
+    """
+    shutdown = trio.Event()
+    config = hypercorn_config(settings)
+    # We create (and close) the listening sockets: hypercorn's serve() leaves them to the GC.
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets + sockets.secure_sockets:
+        sock.listen(config.backlog)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def drain_on_stop() -> None:
+                await stop.wait()
+                await app.drain()
+                shutdown.set()
+
+            nursery.start_soon(drain_on_stop)
+            binds = await nursery.start(partial(
+                worker_serve, wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi"), config,
+                sockets=sockets, shutdown_trigger=shutdown.wait))
+            task_status.started(binds)
+    finally:
+        for sock in sockets.insecure_sockets + sockets.secure_sockets:
+            sock.close()
+
+
+async def serve(app: App, settings: Settings, *,
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    log.info("signal received, shutting down", extra={"signal": signum})
+                    stop.set()
+                    return
+
+            nursery.start_soon(watch_signals)
+            binds = await nursery.start(serve_until, app, settings, stop)
+            task_status.started(binds)
+            await stop.wait()
+
+
+def run_from_cli(command: str, settings: Settings) -> int:
+    logs.configure()
+    if command == "relay":
+        app, _ = build_relay_app(settings)
+    elif command == "serve":
+        app, _ = build_relay_app(settings)  # call routes join with the listening-half issue
+    else:  # pragma: no cover - argparse restricts the choices
+        raise SystemExit(f"unknown command {command}")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, settings)
+            # One line on stdout so scripts (and tests) learn the bound port.
+            print(f"centralita {command} listening on {' '.join(binds)}", flush=True)
+
+    trio.run(main)
+    return 0
