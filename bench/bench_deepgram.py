@@ -36,6 +36,7 @@ from cattrs.preconf.orjson import make_converter as make_orjson_converter
 from cattrs.strategies import configure_tagged_union
 
 from protocols import deepgram_listen as dl
+from protocols import deepgram_messages as dm
 
 _META = {
     "request_id": "5d3c2a1e-8f4b-4c6d-9e0a-1b2c3d4e5f60",
@@ -73,7 +74,7 @@ def _lax(factory: Callable[..., Any], *, detailed: bool) -> Any:
     conv = factory(detailed_validation=detailed)
     conv.register_structure_hook(dl.UnknownMessage, dl.structure_unknown)
     configure_tagged_union(
-        dl._KnownServerMessage, conv, tag_generator=dl._SERVER_TAGS.__getitem__,
+        dm._KnownServerMessage, conv, tag_generator=dm._SERVER_TAGS.__getitem__,
         tag_name="type", default=dl.UnknownMessage,
     )
     return conv
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     args = parser.parse_args(argv)
     repeat, number = (3, 1_000) if args.quick else (7, 10_000)
-    union: Any = dl._KnownServerMessage
+    union: Any = dm._KnownServerMessage
 
     variants: list[tuple[str, str, Callable[[str], Any]]] = [
         ("a", "json.loads + module converter (strict)", lambda t: dl.CONVERTER.structure(json.loads(t), union)),

@@ -44,7 +44,11 @@ import msgspec
 import orjson
 from cattrs.gen import make_dict_structure_fn
 
+from protocols import telnyx_fields as tf
 from protocols import telnyx_media as tm
+from protocols import telnyx_media_converter as tmc
+from protocols import telnyx_media_fast as tmf
+from protocols import telnyx_media_messages as tmm
 
 PAYLOAD_160 = bytes(range(160))
 PAYLOAD_800 = bytes(i % 256 for i in range(800))
@@ -109,11 +113,11 @@ def decode_a2(text: str) -> tm.Media:
     body = wire.media
     return tm.Media(
         stream_id=wire.stream_id,
-        sequence_number=tm._wire_int(wire.sequence_number, "sequence_number"),
-        track=tm._track(body.track, "media.track"),
+        sequence_number=tf.wire_int(wire.sequence_number, "sequence_number"),
+        track=tf.track(body.track, "media.track"),
         payload=body.payload,
-        chunk=tm._opt_wire_int(body.chunk, "media.chunk"),
-        timestamp=tm._opt_wire_int(body.timestamp, "media.timestamp"),
+        chunk=tf.opt_wire_int(body.chunk, "media.chunk"),
+        timestamp=tf.opt_wire_int(body.timestamp, "media.timestamp"),
     )
 
 
@@ -152,12 +156,12 @@ def decode_e(text: str) -> tm.Media:
     frame = orjson.loads(text)
     body = frame["media"]
     return tm.Media(
-        stream_id=tm._text(frame.get("stream_id"), "stream_id"),
-        sequence_number=tm._wire_int(frame.get("sequence_number"), "sequence_number"),
-        track=tm._track(body.get("track"), "media.track"),
+        stream_id=tf.required_text(frame.get("stream_id"), "stream_id"),
+        sequence_number=tf.wire_int(frame.get("sequence_number"), "sequence_number"),
+        track=tf.track(body.get("track"), "media.track"),
         payload=binascii.a2b_base64(body["payload"], strict_mode=True),
-        chunk=tm._opt_wire_int(body.get("chunk"), "media.chunk"),
-        timestamp=tm._opt_wire_int(body.get("timestamp"), "media.timestamp"),
+        chunk=tf.opt_wire_int(body.get("chunk"), "media.chunk"),
+        timestamp=tf.opt_wire_int(body.get("timestamp"), "media.timestamp"),
     )
 
 
@@ -174,7 +178,7 @@ _MSGSPEC_ENCODER = msgspec.json.Encoder()
 
 
 def encode_converter(msg: tm.MediaOut) -> str:
-    return tm._dumps(tm._converter.unstructure(msg, tm.TelnyxOutbound))
+    return tm._dumps(tmc.CONVERTER.unstructure(msg, tm.TelnyxOutbound))
 
 
 def encode_stdlib(msg: tm.MediaOut) -> str:
@@ -223,12 +227,12 @@ def main(argv: list[str] | None = None) -> None:
 
     inbound: Any = tm.TelnyxInbound
     decoders: list[tuple[str, str, Callable[[], Any]]] = [
-        ("a", "json.loads + cattrs hook", lambda: tm._converter.structure(json.loads(MEDIA_FRAME), inbound)),
+        ("a", "json.loads + cattrs hook", lambda: tmc.CONVERTER.structure(json.loads(MEDIA_FRAME), inbound)),
         ("a2", "json.loads + cattrs generated wire classes", lambda: decode_a2(MEDIA_FRAME)),
-        ("b", "cattrs orjson preconf (orjson + hook)", lambda: tm._converter.loads(MEDIA_FRAME, inbound)),
+        ("b", "cattrs orjson preconf (orjson + hook)", lambda: tmc.CONVERTER.loads(MEDIA_FRAME, inbound)),
         ("b'", "module slow path (b + checks, errors)",
-         lambda: tm._structure_frame(MEDIA_FRAME, inbound, tm._INBOUND_EVENTS)),
-        ("c", "msgspec Struct + strict readers + attrs", lambda: tm._decode_media_fast(MEDIA_FRAME)),
+         lambda: tm._structure_frame(MEDIA_FRAME, inbound, tmm.INBOUND_EVENTS)),
+        ("c", "msgspec Struct + strict readers + attrs", lambda: tmf.decode_media_fast(MEDIA_FRAME)),
         ("c0", "msgspec lax, no checks (floor)", lambda: decode_c0(MEDIA_FRAME)),
         ("e", "orjson + dict + a2b_base64 + attrs", lambda: decode_e(MEDIA_FRAME)),
         ("d", "decode(): hybrid, media frame", lambda: tm.decode(MEDIA_FRAME)),
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parts: list[tuple[str, Callable[[], Any]]] = [
         ("json.loads only", lambda: json.loads(MEDIA_FRAME)),
         ("orjson.loads only", lambda: orjson.loads(MEDIA_FRAME)),
-        ("msgspec Struct decode only", lambda: tm._media_decoder.decode(MEDIA_FRAME)),
+        ("msgspec Struct decode only", lambda: tmf.MEDIA_DECODER.decode(MEDIA_FRAME)),
         ("a2b_base64 of 216 chars only", lambda: binascii.a2b_base64(EXPECTED_B64, strict_mode=True)),
         ("Media(...) attrs build only", lambda: tm.Media(**BUILD_KW)),
     ]

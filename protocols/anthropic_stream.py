@@ -20,6 +20,9 @@ Decoding keeps what the SDK reads and drops the rest: ``message_start`` keeps ``
 encoder writes them back as constants); unknown keys elsewhere are ignored, except in a
 ``content_block``, whose keys other than ``type``/``text`` (a tool block's ``id``, ``name``,
 ``input``; a thinking block's ``thinking``) are kept in :attr:`ContentBlock.extra`.
+
+The event classes live in :mod:`protocols.anthropic_events` and are re-exported here; the strict
+JSON plumbing is :mod:`protocols.jsonwire`.
 """
 
 from __future__ import annotations
@@ -27,17 +30,54 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Union
+from typing import Any, Final
 
 import attrs
 import cattrs
-import orjson
 from cattrs.errors import BaseValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.strategies import configure_tagged_union
-from cattrs.v import format_exception, transform_error
+from cattrs.v import format_exception
 
+from protocols.anthropic_events import (
+    DELTA_TAGS,
+    ERROR_STATUS,
+    EVENT_TAGS,
+    AnthropicEvent,
+    ContentBlock,
+    ContentBlockDelta,
+    ContentBlockStart,
+    ContentBlockStop,
+    Delta,
+    DeltaUsage,
+    InputJsonDelta,
+    Message,
+    MessageDelta,
+    MessageDeltaBody,
+    MessageStart,
+    MessageStop,
+    Ping,
+    SignatureDelta,
+    StreamError,
+    TextDelta,
+    ThinkingDelta,
+    UnknownDelta,
+    UnknownEvent,
+    Usage,
+)
 from protocols.errors import CLOSE_INVALID_PAYLOAD, LocalProtocolError, RemoteProtocolError
+from protocols.jsonwire import (
+    InvalidValue,
+    dumps,
+    expected,
+    json_kind,
+    load_object,
+    objects_only,
+    strict_int,
+    strict_object,
+    strict_str,
+    validation_problems,
+)
 from protocols.sse import SSEEvent
 
 __all__ = [
@@ -69,222 +109,8 @@ __all__ = [
     "script_reply",
 ]
 
-#: HTTP status of each API error type (the ``error.type`` of an error body).
-ERROR_STATUS: Final[Mapping[str, int]] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}
-
-
-# -- messages ------------------------------------------------------------------------------------
-@attrs.frozen
-class Usage:
-    """Token counts in ``message_start``; the cache fields appear when prompt caching is on."""
-
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-
-
-@attrs.frozen
-class Message:
-    """The empty message snapshot ``message_start`` carries (``usage`` is absent in some docs)."""
-
-    id: str
-    model: str
-    role: str = "assistant"
-    usage: Usage | None = None
-
-
-@attrs.frozen
-class ContentBlock:
-    """A block as ``content_block_start`` opens it: ``{"type": "text", "text": ""}`` and kin.
-
-    Attributes:
-        type: ``text``, ``tool_use``, ``thinking`` ... (any string: new kinds pass through).
-        text: the ``text`` key, if present.
-        extra: every other key as sent (must not hold ``type`` or ``text``).
-    """
-
-    type: str
-    text: str | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class TextDelta:
-    text: str
-
-
-@attrs.frozen
-class InputJsonDelta:
-    """A piece of a tool block's ``input`` as *partial* JSON text (parse after the block stops)."""
-
-    partial_json: str
-
-
-@attrs.frozen
-class ThinkingDelta:
-    thinking: str
-
-
-@attrs.frozen
-class SignatureDelta:
-    signature: str
-
-
-@attrs.frozen
-class UnknownDelta:
-    """A delta type this module does not know (``citations_delta`` ...): the JSON object as sent."""
-
-    type: str
-    raw: Mapping[str, Any]
-
-
-Delta = Union[TextDelta, InputJsonDelta, ThinkingDelta, SignatureDelta, UnknownDelta]
-
-
-@attrs.frozen
-class MessageDeltaBody:
-    stop_reason: str | None = None
-    stop_sequence: str | None = None
-
-
-@attrs.frozen
-class DeltaUsage:
-    """``message_delta`` usage: cumulative ``output_tokens``; newer APIs repeat the input counts."""
-
-    output_tokens: int
-    input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-
-
-@attrs.frozen
-class MessageStart:
-    message: Message
-
-
-@attrs.frozen
-class ContentBlockStart:
-    index: int
-    content_block: ContentBlock
-
-
-@attrs.frozen
-class ContentBlockDelta:
-    index: int
-    delta: Delta
-
-
-@attrs.frozen
-class ContentBlockStop:
-    index: int
-
-
-@attrs.frozen
-class MessageDelta:
-    delta: MessageDeltaBody
-    usage: DeltaUsage | None = None
-
-
-@attrs.frozen
-class MessageStop:
-    pass
-
-
-@attrs.frozen
-class Ping:
-    pass
-
-
-@attrs.frozen
-class StreamError:
-    """An ``error`` event: ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
-
-    error_type: str
-    message: str
-
-
-@attrs.frozen
-class UnknownEvent:
-    """An event type this module does not know: its name and the whole JSON object as sent."""
-
-    type: str
-    raw: Mapping[str, Any]
-
-
-AnthropicEvent = Union[
-    MessageStart, ContentBlockStart, ContentBlockDelta, ContentBlockStop, MessageDelta,
-    MessageStop, Ping, StreamError, UnknownEvent,
-]
-
-_EVENT_TAGS: Final[Mapping[type, str]] = {
-    MessageStart: "message_start",
-    ContentBlockStart: "content_block_start",
-    ContentBlockDelta: "content_block_delta",
-    ContentBlockStop: "content_block_stop",
-    MessageDelta: "message_delta",
-    MessageStop: "message_stop",
-    Ping: "ping",
-    StreamError: "error",
-}
-_DELTA_TAGS: Final[Mapping[type, str]] = {
-    TextDelta: "text_delta",
-    InputJsonDelta: "input_json_delta",
-    ThinkingDelta: "thinking_delta",
-    SignatureDelta: "signature_delta",
-}
-
 
 # -- the converter -------------------------------------------------------------------------------
-class _Invalid(Exception):
-    """Raised inside structure hooks; its text is the whole description of what is wrong."""
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _strict_str(value: Any, _: type) -> str:
-    if type(value) is str:
-        return value
-    raise _Invalid(f"expected a string, got {_json_kind(value)}")
-
-
-def _strict_int(value: Any, _: type) -> int:
-    # JSON has no int/bool distinction in Python's eyes (True is an int): refuse bools explicitly.
-    if type(value) is int:
-        return value
-    raise _Invalid(f"expected an integer, got {_json_kind(value)}")
-
-
-def _object(value: Any) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise _Invalid(f"expected an object, got {_json_kind(value)}")
-    return value
-
-
 @attrs.frozen
 class _ErrorDetail:  # the wire shape of an ``error`` event, flattened into StreamError
     type: str
@@ -297,15 +123,15 @@ class _ErrorWire:
 
 
 def _structure_content_block(value: Any, _: type) -> ContentBlock:
-    obj = _object(value)
+    obj = strict_object(value)
     if "type" not in obj:
-        raise _Invalid("type is required")
+        raise InvalidValue("type is required")
     block_type = obj["type"]
     if type(block_type) is not str:
-        raise _Invalid(f"type: expected a string, got {_json_kind(block_type)}")
+        raise InvalidValue(f"type: expected a string, got {json_kind(block_type)}")
     text = obj.get("text")
     if text is not None and type(text) is not str:
-        raise _Invalid(f"text: expected a string, got {_json_kind(text)}")
+        raise InvalidValue(f"text: expected a string, got {json_kind(text)}")
     extra = {k: v for k, v in obj.items() if k != "type" and k != "text"}
     return ContentBlock(type=block_type, text=text, extra=extra)
 
@@ -322,10 +148,10 @@ def _unstructure_content_block(block: ContentBlock) -> dict[str, Any]:
 
 
 def _structure_unknown_delta(value: Any, _: type) -> UnknownDelta:
-    obj = _object(value)
+    obj = strict_object(value)
     delta_type = obj.get("type")
     if type(delta_type) is not str:
-        raise _Invalid(f"type: expected a string, got {_json_kind(delta_type)}")
+        raise InvalidValue(f"type: expected a string, got {json_kind(delta_type)}")
     return UnknownDelta(type=delta_type, raw=obj)
 
 
@@ -356,19 +182,8 @@ def _unstructure_stream_error(event: StreamError) -> dict[str, Any]:
 
 
 def _structure_unknown_event(value: Any, _: type) -> UnknownEvent:
-    obj = _object(value)
+    obj = strict_object(value)
     return UnknownEvent(type=obj["type"], raw=obj)  # decode_event checked ``type`` is a string
-
-
-def _objects_only(hook: Any) -> Any:
-    """Wrap a structure hook so a non-object says so, not "expected str" for each field."""
-
-    def structure(value: Any, cl: Any) -> Any:
-        if type(value) is not dict:
-            raise _Invalid(f"expected an object, got {_json_kind(value)}")
-        return hook(value, cl)
-
-    return structure
 
 
 def _tagged_only(hook: Any) -> Any:
@@ -376,11 +191,11 @@ def _tagged_only(hook: Any) -> Any:
 
     def structure(value: Any, cl: Any) -> Any:
         if type(value) is not dict:
-            raise _Invalid(f"expected an object, got {_json_kind(value)}")
+            raise expected("an object", value)
         if "type" not in value:
-            raise _Invalid("type is required")
+            raise InvalidValue("type is required")
         if type(value["type"]) is not str:
-            raise _Invalid(f"type: expected a string, got {_json_kind(value['type'])}")
+            raise InvalidValue(f"type: expected a string, got {json_kind(value['type'])}")
         return hook(value, cl)
 
     return structure
@@ -388,8 +203,8 @@ def _tagged_only(hook: Any) -> Any:
 
 def _build_converter() -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=True)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(str, strict_str)
+    conv.register_structure_hook(int, strict_int)
     conv.register_structure_hook(ContentBlock, _structure_content_block)
     conv.register_unstructure_hook(ContentBlock, _unstructure_content_block)
     conv.register_structure_hook(UnknownDelta, _structure_unknown_delta)
@@ -406,7 +221,7 @@ def _build_converter() -> cattrs.Converter:
     # Generated hooks capture their fields' hooks: build leaves first, then what holds them.
     def structure_with(*classes: type) -> None:
         for cls in classes:
-            conv.register_structure_hook(cls, _objects_only(make_dict_structure_fn(cls, conv)))
+            conv.register_structure_hook(cls, objects_only(make_dict_structure_fn(cls, conv)))
 
     def tagged(union: Any, tags: Mapping[type, str], default: type) -> None:
         configure_tagged_union(union, conv, tag_generator=lambda cl: tags.get(cl, ""),
@@ -414,32 +229,32 @@ def _build_converter() -> cattrs.Converter:
         conv.register_structure_hook(union, _tagged_only(conv.get_structure_hook(union)))
 
     structure_with(Usage, DeltaUsage, Message, MessageDeltaBody, _ErrorDetail, _ErrorWire,
-                   *_DELTA_TAGS)
-    tagged(Delta, _DELTA_TAGS, UnknownDelta)
+                   *DELTA_TAGS)
+    tagged(Delta, DELTA_TAGS, UnknownDelta)
     # The strategy appends the tag last and would stamp UnknownDelta with its placeholder tag:
     # write the tag first, as the API does, and unknown deltas exactly as they came.
-    delta_hooks = {cls: conv.get_unstructure_hook(cls) for cls in _DELTA_TAGS}
+    delta_hooks = {cls: conv.get_unstructure_hook(cls) for cls in DELTA_TAGS}
 
     def unstructure_delta(delta: Any) -> dict[str, Any]:
         if type(delta) is UnknownDelta:
             return _unstructure_unknown_delta(delta)
-        return {"type": _DELTA_TAGS[type(delta)], **delta_hooks[type(delta)](delta)}
+        return {"type": DELTA_TAGS[type(delta)], **delta_hooks[type(delta)](delta)}
 
     conv.register_unstructure_hook(Delta, unstructure_delta)
-    structure_with(*(cls for cls in _EVENT_TAGS if cls is not StreamError))
-    tagged(AnthropicEvent, _EVENT_TAGS, UnknownEvent)
+    structure_with(*(cls for cls in EVENT_TAGS if cls is not StreamError))
+    tagged(AnthropicEvent, EVENT_TAGS, UnknownEvent)
     return conv
 
 
 _converter: Final = _build_converter()
 _STRUCTURE_EVENT: Final = _converter.get_structure_hook(AnthropicEvent)
 _UNSTRUCTURE: Final[Mapping[type, Any]] = {
-    cls: _converter.get_unstructure_hook(cls) for cls in _EVENT_TAGS
+    cls: _converter.get_unstructure_hook(cls) for cls in EVENT_TAGS
 }
 
 
 def _format(exc: BaseException, typ: type | None) -> str:
-    if isinstance(exc, _Invalid):
+    if isinstance(exc, InvalidValue):
         return str(exc)
     if isinstance(exc, KeyError):
         return "is required"
@@ -448,11 +263,10 @@ def _format(exc: BaseException, typ: type | None) -> str:
 
 def _problems(exc: BaseException) -> list[str]:
     # cattrs says "<what> @ <path>"; a reason reads better path first.
-    out = []
-    for problem in transform_error(exc, "$", _format):
-        what, _, path = problem.rpartition(" @ ")
-        out.append(f"{path} {what}" if what == "is required" else f"{path}: {what}")
-    return out
+    return [
+        f"{path} {what}" if what == "is required" else f"{path}: {what}"
+        for path, what in validation_problems(exc, describe=_format)
+    ]
 
 
 # -- codecs --------------------------------------------------------------------------------------
@@ -464,19 +278,12 @@ def decode_event(sse: SSEEvent) -> AnthropicEvent:
             that differs from the SSE event name, or a known event with missing or mistyped
             fields (the reason names the JSON path).
     """
-    try:
-        obj = orjson.loads(sse.data)
-    except orjson.JSONDecodeError as exc:
-        raise RemoteProtocolError(f"{sse.event!r} event: data is not JSON ({exc})",
-                                  close_code=CLOSE_INVALID_PAYLOAD) from None
-    if type(obj) is not dict:
-        raise RemoteProtocolError(
-            f"{sse.event!r} event: data must be a JSON object, got {_json_kind(obj)}",
-            close_code=CLOSE_INVALID_PAYLOAD)
+    obj = load_object(sse.data, what=f"{sse.event!r} event: data", close_code=CLOSE_INVALID_PAYLOAD,
+                      invalid="is not JSON")
     event_type = obj.get("type")
     if type(event_type) is not str:
         raise RemoteProtocolError(
-            f"{sse.event!r} event: data.type must be a string, got {_json_kind(event_type)}",
+            f"{sse.event!r} event: data.type must be a string, got {json_kind(event_type)}",
             close_code=CLOSE_INVALID_PAYLOAD)
     if event_type != sse.event:
         raise RemoteProtocolError(
@@ -484,7 +291,8 @@ def decode_event(sse: SSEEvent) -> AnthropicEvent:
             close_code=CLOSE_INVALID_PAYLOAD)
     try:
         return _STRUCTURE_EVENT(obj, AnthropicEvent)
-    except (BaseValidationError, _Invalid, KeyError, TypeError, ValueError, AttributeError) as exc:
+    # InvalidValue, what the hooks raise, is a TypeError.
+    except (BaseValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
         problems = "; ".join(_problems(exc))
         raise RemoteProtocolError(f"{event_type} event: {problems}",
                                   close_code=CLOSE_INVALID_PAYLOAD) from None
@@ -505,17 +313,14 @@ def encode_event(event: AnthropicEvent) -> bytes:
         body: Mapping[str, Any] = event.raw
     else:
         try:
-            name = _EVENT_TAGS[type(event)]
+            name = EVENT_TAGS[type(event)]
         except KeyError:
             raise LocalProtocolError(f"not an Anthropic stream event: {event!r}") from None
         try:
             body = {"type": name, **_UNSTRUCTURE[type(event)](event)}
         except (KeyError, TypeError, AttributeError) as exc:  # e.g. a foreign object as delta
             raise LocalProtocolError(f"cannot encode {event!r}: {exc!r}") from None
-    try:
-        data = orjson.dumps(body)
-    except orjson.JSONEncodeError as exc:
-        raise LocalProtocolError(f"{name} event cannot be JSON: {exc}") from None
+    data = dumps(body, f"{name} event")
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
@@ -594,7 +399,4 @@ def error_body(error_type: str, message: str, request_id: str | None = None) -> 
     body: dict[str, Any] = {"type": "error", "error": {"type": error_type, "message": message}}
     if request_id is not None:
         body["request_id"] = request_id
-    try:
-        return orjson.dumps(body)
-    except orjson.JSONEncodeError as exc:
-        raise LocalProtocolError(f"error body cannot be JSON: {exc}") from None
+    return dumps(body, "error body")

@@ -6,7 +6,7 @@ requested encoding (nothing to parse: hand them to the caller as they are) and a
 (``Metadata``, ``Flushed``, ``Cleared``, ``Warning``). Only text frames go through
 :func:`decode_server`.
 
-Same conventions as :mod:`protocols.deepgram_listen`, whose shared JSON helpers this module uses:
+Same conventions as :mod:`protocols.deepgram_listen` (the shared helpers are in :mod:`protocols.jsonwire`):
 one union per direction, one orjson-preconf cattrs converter with a tagged union on ``type``, strict
 types, tolerant presence, unknown server types as :class:`UnknownMessage`. Unlike ``/v1/listen``,
 Deepgram closes a ``/v1/speak`` socket with **1008** when a client sends an unknown control type, so
@@ -26,25 +26,24 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 from cattrs.preconf.orjson import OrjsonConverter
-from cattrs.strategies import configure_tagged_union
 
-from protocols.deepgram_listen import (
-    CLOSE_NORMAL,
+from protocols.deepgram_close import CLOSE_NORMAL
+from protocols.jsonwire import (
     UnknownMessage,
-    collect_params,
-    dump_tagged,
+    configure_type_union,
+    decode_tagged,
+    encode_tagged,
     encode_unknown,
+    make_strict_converter,
+    omit_none_fields,
+)
+from protocols.querystring import (
+    collect_params,
     extra_problem,
     frozen_mapping,
     join_query,
-    load_object,
-    make_strict_converter,
-    message_tag,
-    omit_none_fields,
     parse_uint,
     split_query,
-    structure_or_raise,
-    structure_unknown,
 )
 from protocols.errors import CLOSE_POLICY_VIOLATION, LocalProtocolError, RemoteProtocolError
 
@@ -264,14 +263,8 @@ def _build_converter() -> OrjsonConverter:
     omit_none_fields(converter, Metadata, "additional_model_uuids")
     omit_none_fields(converter, Flushed, "sequence_id")
     omit_none_fields(converter, Cleared, "sequence_id")
-    converter.register_structure_hook(UnknownMessage, structure_unknown)
-    configure_tagged_union(
-        _KnownServerMessage, converter, tag_generator=_SERVER_TAGS.__getitem__,
-        tag_name="type", default=UnknownMessage,
-    )
-    configure_tagged_union(
-        ClientMessage, converter, tag_generator=_CLIENT_TAGS.__getitem__, tag_name="type"
-    )
+    configure_type_union(converter, _KnownServerMessage, _SERVER_TAGS, unknown=True)
+    configure_type_union(converter, ClientMessage, _CLIENT_TAGS)
     return converter
 
 
@@ -281,11 +274,8 @@ CONVERTER: Final = _build_converter()
 
 def decode_server(text: str | bytes) -> ServerMessage:
     """One server **text** frame → a message (binary frames are audio: never pass them here)."""
-    what = "Deepgram speak message"
-    obj = load_object(text, what=what, close_code=CLOSE_POLICY_VIOLATION)
-    tag = message_tag(obj, what=what, close_code=CLOSE_POLICY_VIOLATION)
-    result: ServerMessage = structure_or_raise(
-        CONVERTER, obj, _KnownServerMessage, what=f"Deepgram speak {tag} message",
+    result: ServerMessage = decode_tagged(
+        CONVERTER, text, _KnownServerMessage, what="Deepgram speak message", label="Deepgram speak",
         close_code=CLOSE_POLICY_VIOLATION,
     )
     return result
@@ -295,20 +285,14 @@ def encode_server(msg: ServerMessage) -> str:
     """A server message as the emulator's text frame (``type`` first)."""
     if isinstance(msg, UnknownMessage):
         return encode_unknown(msg)
-    tag = _SERVER_TAGS.get(type(msg))
-    if tag is None:
-        raise LocalProtocolError(f"not a Deepgram speak server message: {type(msg).__name__}")
-    return dump_tagged(CONVERTER, msg, tag)
+    return encode_tagged(CONVERTER, msg, _SERVER_TAGS, kind="Deepgram speak server message")
 
 
 def encode_client(msg: ClientMessage) -> str:
     """A client message as the text frame to send."""
-    tag = _CLIENT_TAGS.get(type(msg))
-    if tag is None:
-        raise LocalProtocolError(f"not a Deepgram speak client message: {type(msg).__name__}")
-    if isinstance(msg, Speak) and not isinstance(msg.text, str):
+    if type(msg) is Speak and not isinstance(msg.text, str):
         raise LocalProtocolError("Speak.text must be a string")
-    return dump_tagged(CONVERTER, msg, tag)
+    return encode_tagged(CONVERTER, msg, _CLIENT_TAGS, kind="Deepgram speak client message")
 
 
 def decode_client_text(text: str | bytes) -> ClientMessage:
@@ -318,15 +302,8 @@ def decode_client_text(text: str | bytes) -> ClientMessage:
         RemoteProtocolError: with ``close_code=1008`` (what Deepgram closes with) for bad JSON, no
             ``type``, an unknown ``type`` or a bad field (``Speak`` without a string ``text``).
     """
-    what = "Deepgram speak control message"
-    obj = load_object(text, what=what, close_code=CLOSE_UNKNOWN_CONTROL)
-    tag = message_tag(obj, what=what, close_code=CLOSE_UNKNOWN_CONTROL)
-    if tag not in _CLIENT_TAGS.values():
-        raise RemoteProtocolError(
-            f"{what}: unknown type {tag[:40]!r}", close_code=CLOSE_UNKNOWN_CONTROL
-        )
-    result: ClientMessage = structure_or_raise(
-        CONVERTER, obj, ClientMessage, what=f"Deepgram speak {tag} message",
-        close_code=CLOSE_UNKNOWN_CONTROL,
+    result: ClientMessage = decode_tagged(
+        CONVERTER, text, ClientMessage, what="Deepgram speak control message",
+        label="Deepgram speak", close_code=CLOSE_UNKNOWN_CONTROL, known_tags=_CLIENT_TAGS.values(),
     )
     return result

@@ -14,7 +14,6 @@ either way; the reason says "public key" so it is not mistaken for an attack.
 
 from __future__ import annotations
 
-import binascii
 import math
 from collections.abc import Mapping
 from typing import Final
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocols.errors import CLOSE_POLICY_VIOLATION, LocalProtocolError, RemoteProtocolError
+from protocols.jsonwire import b64decode, b64encode
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -60,8 +60,8 @@ class WebhookSignatureError(RemoteProtocolError):
 
 def _b64decode_strict(value: str) -> bytes | None:
     try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
+        return b64decode(value)
+    except ValueError:  # binascii.Error is one
         return None
 
 
@@ -171,7 +171,7 @@ def new_keypair() -> WebhookKeypair:
     """Generate an Ed25519 keypair (emulator start-up)."""
     private_key = Ed25519PrivateKey.generate()
     raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return WebhookKeypair(private_key, binascii.b2a_base64(raw, newline=False).decode("ascii"))
+    return WebhookKeypair(private_key, b64encode(raw))
 
 
 def sign_webhook(private_key: Ed25519PrivateKey, body: bytes, timestamp: int | float) -> dict[str, str]:
@@ -190,6 +190,6 @@ def sign_webhook(private_key: Ed25519PrivateKey, body: bytes, timestamp: int | f
     stamp = str(int(timestamp))
     signature = private_key.sign(stamp.encode("ascii") + b"|" + bytes(body))
     return {
-        SIGNATURE_HEADER: binascii.b2a_base64(signature, newline=False).decode("ascii"),
+        SIGNATURE_HEADER: b64encode(signature),
         TIMESTAMP_HEADER: stamp,
     }

@@ -36,6 +36,7 @@ from protocols.deepgram_listen import (
     UtteranceEnd,
     Word,
 )
+from protocols.deepgram_options import _LISTEN_PARAMS
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "deepgram"
@@ -710,7 +711,7 @@ listen_options = st.builds(
     vad_events=st.booleans(), smart_format=st.booleans(), punctuate=st.booleans(), no_delay=st.booleans(),
     keyterm=st.lists(_param_text, max_size=3).map(tuple),
     extra=st.dictionaries(
-        st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(lambda k: k not in dl._LISTEN_PARAMS),
+        st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8).filter(lambda k: k not in _LISTEN_PARAMS),
         _param_text, max_size=3,
     ),
 )

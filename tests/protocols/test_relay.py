@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import relay
+from protocols.relay_checks import SPECS
 from protocols.errors import CLOSE_MESSAGE_TOO_BIG, LocalProtocolError, RemoteProtocolError
 from protocols.relay import (CallEvent, Coach, Delivered, Gap, Latency, OtherEvent, Partial,
                              Reply, decode_delivery, encode_delivery, encode_gap, encode_publish,
@@ -337,7 +338,7 @@ typed_events = st.one_of(
               call_control_id=opt_str, stream_id=opt_str, reason=opt_str),
     st.builds(Gap, call_id=call_ids, from_seq=st.integers(0, 2**53), to_seq=st.integers(0, 2**53)),
     st.builds(lambda cid, t, extra: OtherEvent({**extra, "callId": cid, **t}), call_ids,
-              st.just({}) | st.text().filter(lambda t: t not in relay._SPECS).map(
+              st.just({}) | st.text().filter(lambda t: t not in SPECS).map(
                   lambda t: {"type": t}),
               st.dictionaries(st.text(max_size=6).filter(lambda k: k not in ("callId", "type")),
                               json_value, max_size=4)),
@@ -371,7 +372,7 @@ def test_garbage_bytes_only_raise_remote_protocol_error(body: bytes) -> None:
         pass
 
 
-@given(st.sampled_from([*relay._SPECS, "other"]), st.dictionaries(
+@given(st.sampled_from([*SPECS, "other"]), st.dictionaries(
     st.sampled_from(["callId", "speaker", "text", "turnId", "tsStart", "tsEnd", "mode",
                      "severity", "turnRef", "interrupted", "stages", "state", "reason",
                      "fromSeq", "toSeq", "seq", "ts"]),

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from protocols import telnyx_media as tm
 from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.telnyx_media_messages import INBOUND_EVENTS
 from protocols.telnyx_media import (
     Clear,
     Connected,
@@ -172,7 +173,7 @@ def test_inbound_fixture_decodes(name: str, expected: tm.TelnyxInbound) -> None:
     assert decode(text) == expected
     assert decode(text.encode()) == expected
     # The converter (slow path) agrees with whatever path decode() took.
-    assert tm._structure_frame(text, tm.TelnyxInbound, tm._INBOUND_EVENTS) == expected
+    assert tm._structure_frame(text, tm.TelnyxInbound, INBOUND_EVENTS) == expected
 
 
 @pytest.mark.parametrize(("name", "expected"), INBOUND_FIXTURES, ids=[n for n, _ in INBOUND_FIXTURES])
@@ -346,7 +347,7 @@ def test_bad_inbound_frames(frame: str | bytes | dict[str, Any], reason: str) ->
     assert reason in info.value.reason
     # The fast path never decides an error differently from the converter.
     with pytest.raises(RemoteProtocolError) as slow:
-        tm._structure_frame(text, tm.TelnyxInbound, tm._INBOUND_EVENTS)
+        tm._structure_frame(text, tm.TelnyxInbound, INBOUND_EVENTS)
     assert slow.value.reason == info.value.reason
 
 
@@ -588,7 +589,7 @@ def test_fast_path_agrees_with_converter(drop: set[str], extra: dict[str, Any], 
     frame.update({k: fields[k] for k in ("stream_id", "sequence_number") if k not in drop})
     text = json.dumps(frame)
     try:
-        slow: Any = tm._structure_frame(text, tm.TelnyxInbound, tm._INBOUND_EVENTS)
+        slow: Any = tm._structure_frame(text, tm.TelnyxInbound, INBOUND_EVENTS)
     except RemoteProtocolError as exc:
         slow = exc.reason
     try:
