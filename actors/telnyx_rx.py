@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -16,6 +16,20 @@ from protocols.errors import RemoteProtocolError
 from supervisor import cleanup_scope
 
 log = logging.getLogger(__name__)
+
+_T_contra = TypeVar("_T_contra", contravariant=True)
+
+
+class NowaitSender(Protocol[_T_contra]):
+    """What TelnyxRx needs of an output: a send that never waits (a mailbox or memory channel)."""
+
+    def send_nowait(self, value: _T_contra, /) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *args: object) -> Any: ...
 
 REORDER_WINDOW_FRAMES: Final = 3  # wait at most 60 ms of later audio for a missing frame
 LOG_EVERY_MALFORMED: Final = 100  # after the first, log one malformed frame in this many
@@ -60,11 +74,11 @@ class TelnyxRx:
     _malformed: int = 0
     _unknown: int = 0
     _outbound: int = 0
-    _reorderer: wire.SequenceReorderer[wire.TelnyxInbound] | None = None
+    _reorderer: wire.SequenceReorderer[Any] | None = None
 
-    async def run(self, *, audio_out: trio.abc.SendChannel[AudioFrame],
-                  control_out: trio.abc.SendChannel[DtmfPressed | MarkPlayed] | None = None,
-                  relay_out: trio.abc.SendChannel[RelayInput] | None = None,
+    async def run(self, *, audio_out: NowaitSender[AudioFrame],
+                  control_out: NowaitSender[DtmfPressed | MarkPlayed] | None = None,
+                  relay_out: NowaitSender[RelayInput] | None = None,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         first = None if self.first_sequence_number is None else self.first_sequence_number + 1
         self._reorderer = wire.SequenceReorderer(window=self.reorder_window, first=first)
@@ -85,8 +99,8 @@ class TelnyxRx:
                                                        "reason": reason,
                                                        **attrs.asdict(self.statistics())})
 
-    async def _read(self, audio_out: trio.abc.SendChannel[AudioFrame],
-                    control_out: trio.abc.SendChannel[DtmfPressed | MarkPlayed] | None) -> str:
+    async def _read(self, audio_out: NowaitSender[AudioFrame],
+                    control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> str:
         assert self._reorderer is not None
         while True:
             text = await self.socket.receive()
@@ -119,14 +133,14 @@ class TelnyxRx:
             if done is not None:
                 return done
 
-    def _drain_reorderer(self, audio_out: trio.abc.SendChannel[AudioFrame],
-                         control_out: trio.abc.SendChannel[DtmfPressed | MarkPlayed] | None) -> None:
+    def _drain_reorderer(self, audio_out: NowaitSender[AudioFrame],
+                         control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> None:
         assert self._reorderer is not None
         for msg in self._reorderer.flush():
             self._route(msg, audio_out, control_out)
 
-    def _route(self, msg: wire.TelnyxInbound, audio_out: trio.abc.SendChannel[AudioFrame],
-               control_out: trio.abc.SendChannel[DtmfPressed | MarkPlayed] | None) -> str | None:
+    def _route(self, msg: wire.TelnyxInbound, audio_out: NowaitSender[AudioFrame],
+               control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> str | None:
         """Deliver one in-order frame; returns the end reason when the stream is over."""
         if isinstance(msg, wire.Media):
             if msg.track != "inbound":
@@ -150,7 +164,7 @@ class TelnyxRx:
     def _call_time_s(self) -> float:
         return self._audio_bytes / (self.call.audio_format.bytes_per_20ms * 50)
 
-    def _offer(self, channel: trio.abc.SendChannel[object] | None, msg: object) -> None:
+    def _offer(self, channel: NowaitSender[Any] | None, msg: object) -> None:
         """Hand a message over without ever blocking the socket reader.
 
         Mailboxes with DROP_OLDEST never raise WouldBlock (they drop and count); for any other
