@@ -391,6 +391,10 @@ class DeepgramLink:
                 self._replay_s -= self._duration_s(self._replay.popleft())
         if not text:
             return []
+        # Report when the words were said, not the result window (windows tile the audio).
+        words = results.channel.alternatives[0].words
+        if words:
+            start_s, end_s = words[0].start, words[-1].end
         self._turn_has_words = True
         if not results.is_final:
             self._counts["partials"] += 1

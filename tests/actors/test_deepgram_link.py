@@ -667,10 +667,13 @@ async def test_a_drop_mid_utterance_is_healed_by_a_supervised_restart() -> None:
         assert kinds.count("ChildRestarting") == 1
         first, second = emulator.connections
         assert first.dropped and second.ended_by == "close_stream"
-        # The second connection heard everything from the first final's end on, replay first.
+        # The second connection heard everything from the first final's result window on
+        # (the window ends after the last word by at most the endpointing silence), replay first.
         final_1 = next(e for e in received if isinstance(e, TranscriptFinal))
-        replay_from = round((final_1.end_s - CALL_START_S) / 0.02) * 160
+        replay_from = len(audio) - len(second.audio)
         assert bytes(second.audio) == audio[replay_from:]
+        replay_from_s = CALL_START_S + replay_from / 8000
+        assert final_1.end_s <= replay_from_s <= final_1.end_s + 0.35
         stats = link.statistics()
         assert stats.connects == 2 and stats.replayed_frames > 0
         nursery.cancel_scope.cancel()
