@@ -55,8 +55,9 @@ class TelnyxRx:
     Receives: text frames from the call's :class:`MediaSocket` (after the route consumed
     ``connected`` and ``start``).
     Sends: ``AudioFrame`` (inbound track, in ``sequence_number`` order) to ``audio_out`` — a
-    DROP_OLDEST mailbox, so the socket reader never blocks on a slow consumer; ``DtmfPressed`` and
-    ``MarkPlayed`` to ``control_out``; ``CallStarted`` then ``CallEnded(reason)`` to ``relay_out``.
+    DROP_OLDEST mailbox, so the socket reader never blocks on a slow consumer; ``DtmfPressed`` to
+    ``dtmf_out`` (the Brain), ``MarkPlayed`` to ``marks_out`` (the Speaker); ``CallStarted`` then
+    ``CallEnded(reason)`` to ``relay_out``. Every send is ``send_nowait``.
     On end of input: a ``stop`` frame or the socket closing ends the call: it returns normally,
     and as the call's *significant* child that shuts the call down.
     On failure: malformed frames are counted and logged, never fatal. Cancelled (service shutdown),
@@ -77,7 +78,8 @@ class TelnyxRx:
     _reorderer: wire.SequenceReorderer[Any] | None = None
 
     async def run(self, *, audio_out: NowaitSender[AudioFrame],
-                  control_out: NowaitSender[DtmfPressed | MarkPlayed] | None = None,
+                  dtmf_out: NowaitSender[DtmfPressed] | None = None,
+                  marks_out: NowaitSender[MarkPlayed] | None = None,
                   relay_out: NowaitSender[RelayInput] | None = None,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         first = None if self.first_sequence_number is None else self.first_sequence_number + 1
@@ -86,26 +88,26 @@ class TelnyxRx:
             try:
                 self._offer(relay_out, CallStarted(self.call))
                 task_status.started()
-                self.end_reason = await self._read(audio_out, control_out)
+                self.end_reason = await self._read(audio_out, dtmf_out, marks_out)
             finally:
                 reason = self.end_reason or "call stopped by the service"
                 with cleanup_scope(1.0):
                     self._offer(relay_out, CallEnded(self.call, reason))
-                    if control_out is not None:
-                        await control_out.aclose()
-                    if relay_out is not None:
-                        await relay_out.aclose()
+                    for out in (dtmf_out, marks_out, relay_out):
+                        if out is not None:
+                            await out.aclose()
                 log.info("telnyx stream ended", extra={"call_id": self.call.call_id,
                                                        "reason": reason,
                                                        **attrs.asdict(self.statistics())})
 
     async def _read(self, audio_out: NowaitSender[AudioFrame],
-                    control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> str:
+                    dtmf_out: NowaitSender[DtmfPressed] | None,
+                    marks_out: NowaitSender[MarkPlayed] | None) -> str:
         assert self._reorderer is not None
         while True:
             text = await self.socket.receive()
             if text is None:
-                self._drain_reorderer(audio_out, control_out)
+                self._drain_reorderer(audio_out, dtmf_out, marks_out)
                 return "telnyx socket closed"
             self._frames += 1
             try:
@@ -124,23 +126,25 @@ class TelnyxRx:
                 continue
             seq = getattr(msg, "sequence_number", None)
             if seq is None:
-                done = self._route(msg, audio_out, control_out)
+                done = self._route(msg, audio_out, dtmf_out, marks_out)
             else:
                 self._reorderer.push(msg)
                 done = None
                 while (ready := self._reorderer.pop()) is not None and done is None:
-                    done = self._route(ready, audio_out, control_out)
+                    done = self._route(ready, audio_out, dtmf_out, marks_out)
             if done is not None:
                 return done
 
     def _drain_reorderer(self, audio_out: NowaitSender[AudioFrame],
-                         control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> None:
+                         dtmf_out: NowaitSender[DtmfPressed] | None,
+                         marks_out: NowaitSender[MarkPlayed] | None) -> None:
         assert self._reorderer is not None
         for msg in self._reorderer.flush():
-            self._route(msg, audio_out, control_out)
+            self._route(msg, audio_out, dtmf_out, marks_out)
 
     def _route(self, msg: wire.TelnyxInbound, audio_out: NowaitSender[AudioFrame],
-               control_out: NowaitSender[DtmfPressed | MarkPlayed] | None) -> str | None:
+               dtmf_out: NowaitSender[DtmfPressed] | None,
+               marks_out: NowaitSender[MarkPlayed] | None) -> str | None:
         """Deliver one in-order frame; returns the end reason when the stream is over."""
         if isinstance(msg, wire.Media):
             if msg.track != "inbound":
@@ -151,9 +155,9 @@ class TelnyxRx:
             self._audio_bytes += len(msg.payload)
             self._offer(audio_out, frame)
         elif isinstance(msg, wire.Dtmf):
-            self._offer(control_out, DtmfPressed(msg.digit, self._call_time_s()))
+            self._offer(dtmf_out, DtmfPressed(msg.digit, self._call_time_s()))
         elif isinstance(msg, wire.Mark):
-            self._offer(control_out, MarkPlayed(msg.name, self._call_time_s()))
+            self._offer(marks_out, MarkPlayed(msg.name, self._call_time_s()))
         elif isinstance(msg, wire.Stop):
             return "telnyx stop"
         elif isinstance(msg, wire.Error):

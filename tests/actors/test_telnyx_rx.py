@@ -55,14 +55,15 @@ def stop(seq: int) -> str:
 async def run_rx(frames: list[str], **kwargs: object) -> tuple[TelnyxRx, list[object],
                                                                  list[object], list[object]]:
     audio_tx, audio_rx = open_mailbox[AudioFrame](1000, Overflow.DROP_OLDEST, name="audio")
-    control_tx, control_rx = open_mailbox[object](100, Overflow.DROP_OLDEST, name="control")
+    dtmf_tx, dtmf_rx = open_mailbox[object](100, Overflow.DROP_OLDEST, name="dtmf")
+    marks_tx, marks_rx = open_mailbox[object](100, Overflow.DROP_OLDEST, name="marks")
     relay_tx, relay_rx = open_mailbox[object](100, Overflow.DROP_OLDEST, name="relay")
     rx = TelnyxRx(socket=ScriptedSocket(frames), call=CALL, first_sequence_number=1, **kwargs)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: rx.run(audio_out=audio_tx, control_out=control_tx,
+        await nursery.start(lambda task_status: rx.run(audio_out=audio_tx, dtmf_out=dtmf_tx, marks_out=marks_tx,
                                                       relay_out=relay_tx, task_status=task_status))
     audio = [m async for m in audio_rx]
-    control = [m async for m in control_rx]
+    control = [m async for m in dtmf_rx] + [m async for m in marks_rx]
     relay = [m async for m in relay_rx]
     return rx, audio, control, relay
 
