@@ -17,8 +17,9 @@ install: $(STAMP)
 
 # Debian packages the local engines, the benchmarks and the tests use. Installs only what is missing;
 # needs root (CI runs as root; on a workstation it says what it would install and uses sudo).
+DEBS ?= espeak-ng
 system-deps:
-	@bash .ci/system-deps
+	@CENTRALITA_DEBS="$(DEBS)" bash .ci/system-deps
 
 test: install system-deps
 	$(BIN)/pytest -q

@@ -184,6 +184,7 @@ class ReplyFinished:
 
 SpeakerReport = Union[ChunkPlayed, ReplyAudioStarted, PlaybackCleared, ReplyFinished]
 SpeakerCommand = Union[Speak, ClearPlayback]
+SpeakerInput = Union[Speak, ClearPlayback, MarkPlayed]
 BrainInput = Union[Transcript, DtmfPressed, SpeakerReport]
 
 
