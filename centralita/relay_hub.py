@@ -1,8 +1,15 @@
 """The relay hub: per-call backlogs with sequence numbers, and bounded fan-out to subscribers.
 
 Transport-free: the hub never touches a socket. A publisher calls :meth:`RelayHub.publish` (sync,
-never blocks); each subscriber is a :class:`Subscription` with a bounded queue of already-encoded
-frames that its transport drains. One event is encoded once, whatever the number of subscribers.
+never blocks); each subscriber is a :class:`Subscription` with a bounded queue of
+:class:`Delivery` objects that its transport drains. One event is encoded once, whatever the number
+of subscribers: every queue holds the same ``Delivery``, and a transport caches its wire bytes (the
+WebSocket frame) on it, so they too are built once per event.
+
+Transports learn about work through the subscription's ``notify`` callback, called when a queue
+goes from idle to pending (not once per event) and on every kick. The default wakes
+:meth:`Subscription.next_frames` (a task per subscriber, the ASGI path); the front door's fan-out
+writer passes its own, which puts the subscription on one shared ready list.
 
 Invariants:
 - ``seq`` is per call, 1, 2, 3 ... in publish order; the backlog keeps the last ``backlog_events``.
@@ -36,27 +43,57 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 
-@attrs.define(eq=False)
-class Subscription:
-    """One subscriber's view of the hub: a bounded queue of frames and a reason to stop.
+@attrs.define(eq=False, slots=True)
+class Delivery:
+    """One event (or gap notice) as subscribers receive it, shared by all of their queues.
 
-    The transport loops on :meth:`next_frames` and sends what it gets; ``None`` means stop and close
-    the socket with :attr:`close_code`.
+    ``text`` is the JSON text of the frame. ``frame`` is a cache for a transport's wire bytes of it
+    (the fan-out writer puts the WebSocket frame there on first use), so that an event is framed
+    once, not once per subscriber.
+    """
+
+    text: str
+    frame: bytes | None = None
+
+
+Notify = Callable[["Subscription"], object]
+
+
+def _wake_reader(sub: Subscription) -> None:
+    sub._wakeup.set()  # noqa: SLF001 - the default notify belongs to the class
+
+
+@attrs.define(eq=False, slots=True)
+class Subscription:
+    """One subscriber's view of the hub: a bounded queue of deliveries and a reason to stop.
+
+    The hub appends to :attr:`queue` and calls ``notify(self)`` when the queue goes from idle to
+    pending (:attr:`scheduled` records that) and whenever it is kicked. A transport takes what it can
+    send from the queue and clears :attr:`scheduled` once the queue is empty, so the next delivery
+    notifies again. Once :attr:`close_code` is set, nothing more is queued: the transport closes the
+    socket with that code. :attr:`transport` is the transport's own per-subscriber state.
+
+    The default ``notify`` serves :meth:`next_frames`, for a transport with one task per subscriber.
     """
 
     call_id: str
     limit: int
-    queue: deque[str] = attrs.field(factory=deque)
+    notify: Notify = _wake_reader
+    queue: list[Delivery] = attrs.field(factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    scheduled: bool = False
+    transport: Any = None
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
 
-    def offer(self, frame: str) -> bool:
-        """Queue a frame without blocking; False if the subscriber is too far behind."""
+    def offer(self, delivery: Delivery) -> bool:
+        """Queue a delivery without blocking; False if the subscriber is too far behind."""
         if len(self.queue) >= self.limit:
             return False
-        self.queue.append(frame)
-        self._wakeup.set()
+        self.queue.append(delivery)
+        if not self.scheduled:
+            self.scheduled = True
+            self.notify(self)
         return True
 
     def kick(self, code: int, reason: str) -> None:
@@ -65,16 +102,20 @@ class Subscription:
             self.close_code = code
             self.close_reason = reason
         self.queue.clear()
-        self._wakeup.set()
+        self.scheduled = True
+        self.notify(self)
 
-    async def next_frames(self) -> list[str] | None:
-        """Wait for frames; return all queued ones at once, or None once kicked."""
+    async def next_frames(self) -> list[Delivery] | None:
+        """Wait for deliveries; return all queued ones at once, or None once kicked."""
         while True:
             if self.close_code is not None:
+                await trio.lowlevel.checkpoint()
                 return None
             if self.queue:
-                frames = list(self.queue)
-                self.queue.clear()
+                await trio.lowlevel.checkpoint()
+                frames = self.queue
+                self.queue = []
+                self.scheduled = False
                 return frames
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -84,7 +125,8 @@ class Subscription:
 class _Backlog:
     last_seq: int = 0
     last_event_at: float = 0.0
-    events: deque[tuple[int, str]] = attrs.field(factory=lambda: deque(maxlen=BACKLOG_EVENTS))
+    events: deque[tuple[int, Delivery]] = attrs.field(
+        factory=lambda: deque(maxlen=BACKLOG_EVENTS))
 
 
 @attrs.frozen
@@ -125,18 +167,28 @@ class RelayHub:
         seq = backlog.last_seq + 1
         backlog.last_seq = seq
         backlog.last_event_at = trio.current_time()
-        frame = wire.encode_delivery(event, seq, self.wall_clock())
-        backlog.events.append((seq, frame))
+        delivery = Delivery(wire.encode_delivery(event, seq, self.wall_clock()))
+        backlog.events.append((seq, delivery))
         self._events_total += 1
         room = self._rooms.get(call_id)
         if room:
-            self._deliver(frame, room)
+            self._deliver(delivery, room)
         if self._firehose:
-            self._deliver(frame, self._firehose)
+            self._deliver(delivery, self._firehose)
         return seq
 
-    def _deliver(self, frame: str, subscribers: Iterable[Subscription]) -> None:
-        slow = [sub for sub in subscribers if not sub.offer(frame)]
+    def _deliver(self, delivery: Delivery, subscribers: Iterable[Subscription]) -> None:
+        # The hot loop (once per event per subscriber): Subscription.offer, inlined.
+        slow: list[Subscription] = []
+        for sub in subscribers:
+            queue = sub.queue
+            if len(queue) >= sub.limit:
+                slow.append(sub)
+                continue
+            queue.append(delivery)
+            if not sub.scheduled:
+                sub.scheduled = True
+                sub.notify(sub)
         for sub in slow:
             self._slow_closed_total += 1
             log.warning("relay subscriber too slow, closing", extra={"call_id": sub.call_id,
@@ -145,13 +197,18 @@ class RelayHub:
             self.unsubscribe(sub)
 
     # -- subscribing --------------------------------------------------------------------------
-    def subscribe(self, call_id: str, since: int | None = None) -> Subscription:
+    def subscribe(self, call_id: str, since: int | None = None, *,
+                  notify: Notify | None = None) -> Subscription:
         """Register a subscriber; its queue starts with the backlog (after ``since``, if given).
 
         If events after ``since`` already left the backlog, the first frame is a ``gap`` event
         naming the missing range. ``call_id == "*"`` subscribes to live events of every call.
+        ``notify`` replaces the default wake-up of :meth:`Subscription.next_frames` (see the
+        module docstring); it may be called before this returns (backlog, or a kick when closing).
         """
         sub = Subscription(call_id=call_id, limit=self.queue_frames)
+        if notify is not None:
+            sub.notify = notify
         if self._closing:
             sub.kick(CLOSE_GOING_AWAY, "relay shutting down")
             return sub
@@ -164,10 +221,10 @@ class RelayHub:
             oldest = backlog.events[0][0]
             if since is not None and oldest > after + 1 and backlog.last_seq > after:
                 gap = wire.Gap(call_id=call_id, from_seq=after + 1, to_seq=oldest - 1)
-                sub.offer(wire.encode_gap(gap))
-            for seq, frame in backlog.events:
+                sub.offer(Delivery(wire.encode_gap(gap)))
+            for seq, delivery in backlog.events:
                 if seq > after:
-                    sub.offer(frame)
+                    sub.offer(delivery)
         self._rooms.setdefault(call_id, set()).add(sub)
         return sub
 
@@ -183,9 +240,16 @@ class RelayHub:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "relay shutting down") -> None:
-        """Kick every subscriber (shutdown) and refuse new ones."""
+        """Kick every subscriber (shutdown) and refuse new ones.
+
+        Kicked subscribers leave their rooms at once: nothing more is queued for them while their
+        transports close the sockets.
+        """
         self._closing = True
-        for sub in [*self._firehose, *(s for room in self._rooms.values() for s in room)]:
+        subs = [*self._firehose, *(s for room in self._rooms.values() for s in room)]
+        self._firehose.clear()
+        self._rooms.clear()
+        for sub in subs:
             sub.kick(code, reason)
 
     def expire_backlogs(self) -> int:

@@ -16,9 +16,10 @@ def ev(call_id: str, n: int) -> dict[str, object]:
 
 
 def drain(sub) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    frames = list(sub.queue)
+    deliveries = list(sub.queue)
     sub.queue.clear()
-    return [json.loads(f) for f in frames]
+    sub.scheduled = False
+    return [json.loads(d.text) for d in deliveries]
 
 
 async def test_seq_is_per_call_and_ts_from_the_wall_clock() -> None:
@@ -92,3 +93,27 @@ async def test_ten_thousand_short_lived_rooms_leave_memory_at_baseline(
     tracemalloc.stop()
     assert hub.statistics() .backlog_calls == 0
     assert after - baseline < 256 * 1024, f"{after - baseline} bytes kept after 10k rooms"
+
+
+async def test_notify_fires_when_a_queue_turns_pending_and_on_every_kick() -> None:
+    hub = RelayHub(queue_frames=3)
+    calls: list[str] = []
+    sub = hub.subscribe("n", notify=lambda s: calls.append(s.call_id))
+    hub.publish("n", ev("n", 1))
+    hub.publish("n", ev("n", 2))
+    assert calls == ["n"]  # once per idle -> pending, not once per event
+    assert [e["seq"] for e in drain(sub)] == [1, 2]
+    hub.publish("n", ev("n", 3))
+    assert calls == ["n", "n"]
+    hub.close_all()
+    assert calls == ["n", "n", "n"] and sub.close_code == CLOSE_GOING_AWAY
+    hub.publish("n", ev("n", 4))  # kicked subscribers left their rooms: nothing more queued
+    assert not sub.queue and hub.statistics().subscribers == 0
+
+
+async def test_one_delivery_object_is_shared_by_every_queue_and_the_backlog() -> None:
+    hub = RelayHub()
+    subs = [hub.subscribe("s") for _ in range(3)] + [hub.subscribe("*")]
+    hub.publish("s", ev("s", 1))
+    assert len({id(s.queue[0]) for s in subs}) == 1
+    assert hub.subscribe("s").queue[0] is subs[0].queue[0]
