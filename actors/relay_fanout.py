@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 import trio
 
 from actors.messages import (CallEnded, CallerStartedSpeaking, CallInfo, CallStarted, RelayInput,
-                             TranscriptFinal, TranscriptPartial, UtteranceEnded)
+                             ReplySpoken, TranscriptFinal, TranscriptPartial, TurnLatency,
+                             UtteranceEnded)
 from actors.ports import EventPublisher
 from protocols import relay
 
@@ -29,7 +31,9 @@ class RelayFanout:
 
     Receives: ``TranscriptPartial``/``TranscriptFinal`` (published as the seed's ``partial``/
     ``final``, speaker ``customer``, times in call-time milliseconds), ``CallStarted`` and
-    ``CallEnded`` (one ``call`` event each).
+    ``CallEnded`` (one ``call`` event each), ``ReplySpoken`` (a ``reply``: what the bot said, as
+    heard) and ``TurnLatency`` (a ``latency`` waterfall, also handed to ``on_latency`` — the
+    service's Prometheus histograms).
     Sends: relay events through its :class:`EventPublisher` (the in-process hub, or an external
     relay's ``POST /event``).
     On end of input: publishes ``call`` ``ended`` — after every transcript that reached it, so a
@@ -42,6 +46,7 @@ class RelayFanout:
     call: CallInfo
     publisher: EventPublisher
     publish_timeout_s: float = PUBLISH_TIMEOUT_S
+    on_latency: Callable[[TurnLatency], None] | None = None
     published: int = 0
     failed: int = 0
     _ended: CallEnded | None = None
@@ -78,6 +83,13 @@ class RelayFanout:
         if isinstance(msg, CallEnded):
             self._ended = msg  # published last, at end of input
             return None
+        if isinstance(msg, ReplySpoken):
+            return relay.Reply(call_id=cid, turn_id=msg.turn_id, text=msg.text,
+                               interrupted=msg.interrupted)
+        if isinstance(msg, TurnLatency):
+            if self.on_latency is not None:
+                self.on_latency(msg)
+            return relay.Latency(call_id=cid, turn_id=msg.turn_id, stages=dict(msg.stages))
         if isinstance(msg, (CallerStartedSpeaking, UtteranceEnded)):
             return None  # turn-taking signals are for the Brain, not the dashboard
         return None

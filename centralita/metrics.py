@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from actors.messages import TurnLatency
 from centralita.asgi import Handler, Receive, Scope, Send, respond
 from centralita.relay_hub import RelayHub
 
@@ -35,6 +36,30 @@ class RelayCollector(Collector):
         yield CounterMetricFamily("centralita_relay_slow_subscribers_closed",
                                   "Subscribers closed with 1013 for falling behind.",
                                   value=s.slow_subscribers_closed_total)
+
+
+#: Voice-to-voice budget buckets: tens of ms (our own work) up to seconds (the LLM on a bad day).
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class TurnLatencyMetrics:
+    """``centralita_turn_latency_seconds{stage=…}``: each stage's time after the caller's end of
+    speech (the waterfall's origin), one observation per answered turn."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._histogram = Histogram(
+            "centralita_turn_latency_seconds",
+            "Seconds from the caller's end of speech to each stage of the bot's reply.",
+            ["stage"], registry=registry, buckets=LATENCY_BUCKETS_S)
+
+    def observe(self, latency: TurnLatency) -> None:
+        stages = dict(latency.stages)
+        origin = stages.get("end_of_speech")
+        if origin is None:
+            return
+        for stage, at in stages.items():
+            if stage != "end_of_speech":
+                self._histogram.labels(stage=stage).observe(max(0.0, at - origin))
 
 
 def new_registry(hub: RelayHub) -> CollectorRegistry:

@@ -1,4 +1,4 @@
-"""Composition root for the servers: builds the app for a command and serves it with hypercorn-trio.
+"""Serving: runs the app built by ``centralita.composition`` on hypercorn's trio worker.
 
 Shutdown belongs to us: SIGTERM/SIGINT → :meth:`App.drain` (refuse new work, close sockets with
 proper codes, wait for handlers) → hypercorn's shutdown trigger → lifespan shutdown → exit.
@@ -11,55 +11,21 @@ import signal
 from functools import partial
 from typing import Any, Final, cast
 
-import attrs
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from centralita import logs
 from centralita.app import App
-from centralita.metrics import metrics_route, new_registry
-from centralita.relay_hub import RelayHub
-from centralita.routes_relay import RelayRoutes
+from centralita.composition import (Relay, Service, build_relay_app,  # noqa: F401 - re-exported
+                                    build_service_app)
+from centralita.front_door import FrontDoor
 from centralita.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HYPERCORN_GRACEFUL_TIMEOUT_S: Final = 2.0
 WEBSOCKET_MAX_MESSAGE_BYTES: Final = 1_048_576
-
-
-@attrs.define(eq=False)
-class Relay:
-    """The relay hub and its routes, shared by ``centralita relay`` and ``centralita serve``."""
-
-    hub: RelayHub
-    routes: RelayRoutes
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Relay:
-        hub = RelayHub(backlog_ttl_s=settings.relay_backlog_ttl_s)
-        token = settings.relay_token.value if settings.relay_token else None
-        if token is None:
-            log.warning("relay is open: RELAY_TOKEN is not set, anyone who can reach this port "
-                        "may publish and subscribe")
-        return cls(hub=hub, routes=RelayRoutes(hub=hub, token=token))
-
-    def mount(self, app: App) -> None:
-        app.http_routes["/health"] = self.routes.health
-        app.http_routes["/event"] = self.routes.event
-        app.websocket_routes["/ws"] = self.routes.subscribe
-        app.http_routes["/metrics"] = metrics_route(new_registry(self.hub))
-        app.services.append(self.hub.run)
-        app.drain_hooks.append(self.hub.close_all)
-
-
-def build_relay_app(settings: Settings) -> tuple[App, Relay]:
-    app = App()
-    relay = Relay.from_settings(settings)
-    relay.mount(app)
-    return app, relay
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -82,6 +48,7 @@ async def serve_until(app: App, settings: Settings, stop: trio.Event, *,
     """
     shutdown = trio.Event()
     config = hypercorn_config(settings)
+    door = FrontDoor(app)  # relay subscriber sockets bypass ASGI; the rest goes to hypercorn
     # We create (and close) the listening sockets: hypercorn's serve() leaves them to the GC.
     sockets = config.create_sockets()
     for sock in sockets.insecure_sockets + sockets.secure_sockets:
@@ -92,11 +59,12 @@ async def serve_until(app: App, settings: Settings, stop: trio.Event, *,
             async def drain_on_stop() -> None:
                 await stop.wait()
                 await app.drain()
+                await door.wait_upgrades_closed(app.drain_timeout_s)
                 shutdown.set()
 
             nursery.start_soon(drain_on_stop)
             binds = await nursery.start(partial(
-                worker_serve, wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi"), config,
+                door.serve, wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi"), config,
                 sockets=sockets, shutdown_trigger=shutdown.wait))
             task_status.started(binds)
     finally:
@@ -128,7 +96,7 @@ def run_from_cli(command: str, settings: Settings) -> int:
     if command == "relay":
         app, _ = build_relay_app(settings)
     elif command == "serve":
-        app, _ = build_relay_app(settings)  # call routes join with the listening-half issue
+        app, _ = build_service_app(settings)
     else:  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown command {command}")
 

@@ -1,0 +1,125 @@
+"""Wiring one call: its mailboxes (capacity and overflow policy each) and its actors' child specs.
+
+The bot call (DESIGN.md's graph)::
+
+ Telnyx ─▶ TelnyxRx ──audio (50, drop_oldest)──▶ STT (DeepgramLink or LocalStt) ──transcripts──▶ Brain
+              │  ├─dtmf──────────────────────────────────────────────────────────────────────▲  │
+              │  └─marks──▶ Speaker ◀──Speak / ClearPlayback (64, block)─────────────────────┘  │
+              │              └──reports (what was heard) ──▶ Brain inbox (128, block)           │
+              └─call started/ended, transcripts, replies, latency ──▶ RelayFanout (64, drop_oldest)
+
+Start order is sinks first (RelayFanout, Speaker, Brain, STT, TelnyxRx), so shutdown — reverse
+order — stops the source first and lets the last transcripts and replies flow down before
+RelayFanout publishes ``call ended``. TelnyxRx is significant: its end ends the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from actors.brain import Brain
+from actors.deepgram_link import RESTART_BACKOFF, DeepgramLink
+from actors.messages import (AudioFrame, BrainInput, CallInfo, RelayInput, SpeakerInput,
+                             TurnLatency)
+from actors.ports import EventPublisher, MediaSocket
+from actors.relay_fanout import RELAY_INBOX_EVENTS, RelayFanout
+from actors.speaker import Speaker
+from actors.telnyx_rx import TelnyxRx
+from supervisor import (AutoShutdown, ChildSpec, MailboxReceiver, MailboxSender, Overflow,
+                        Restart, Strategy, SupervisorSpec, open_mailbox)
+
+AUDIO_INBOX_FRAMES: Final = 50  # 1 s of 20 ms frames; older audio is worthless to STT
+BRAIN_INBOX_EVENTS: Final = 128
+SPEAKER_INBOX_EVENTS: Final = 64
+CALL_MAX_RESTARTS: Final = 5
+CALL_RESTART_PERIOD_S: Final = 30.0
+RELAY_FANOUT_SHUTDOWN_S: Final = 3.0
+BRAIN_SHUTDOWN_S: Final = 2.0
+SPEAKER_SHUTDOWN_S: Final = 3.0
+
+
+class SttFactory(Protocol):
+    """Builds the call's STT actor (DeepgramLink or LocalStt) and its child spec."""
+
+    def __call__(self, info: CallInfo, *, inbox: MailboxReceiver[AudioFrame],
+                 transcripts_out: MailboxSender[BrainInput] | None,
+                 relay_out: MailboxSender[RelayInput]) -> ChildSpec: ...
+
+
+def deepgram_stt(listen_url: str, api_key: str, batch_frames: int = 1) -> SttFactory:
+    def build(info: CallInfo, *, inbox: MailboxReceiver[AudioFrame],
+              transcripts_out: MailboxSender[BrainInput] | None,
+              relay_out: MailboxSender[RelayInput]) -> ChildSpec:
+        link = DeepgramLink(call=info, listen_url=listen_url, api_key=api_key,
+                            options=DeepgramLink.options_for(info, extra={"tag": info.call_id}),
+                            batch_frames=batch_frames)
+        return link.child_spec(inbox=inbox, transcripts_out=transcripts_out, relay_out=relay_out)
+    return build
+
+
+BrainFactory = Callable[[CallInfo], Brain]
+SpeakerFactory = Callable[[CallInfo, MediaSocket], Speaker]
+
+
+def _call_spec(info: CallInfo, children: tuple[ChildSpec, ...]) -> SupervisorSpec:
+    return SupervisorSpec(name=info.call_id, children=children, strategy=Strategy.ONE_FOR_ONE,
+                          max_restarts=CALL_MAX_RESTARTS, period_s=CALL_RESTART_PERIOD_S,
+                          backoff=RESTART_BACKOFF, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT)
+
+
+def listening_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
+                   stt: SttFactory, publisher: EventPublisher,
+                   on_latency: Callable[[TurnLatency], None] | None = None) -> SupervisorSpec:
+    """A call that only listens: transcripts out to the relay (coach dashboards)."""
+    cid = info.call_id
+    audio_tx, audio_rx = open_mailbox[AudioFrame](AUDIO_INBOX_FRAMES, Overflow.DROP_OLDEST,
+                                                  name=f"{cid}/audio")
+    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
+                                                  name=f"{cid}/relay")
+    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    rx = TelnyxRx(socket=socket, call=info, first_sequence_number=start_sequence_number)
+    return _call_spec(info, (
+        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
+                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        stt(info, inbox=audio_rx, transcripts_out=None, relay_out=relay_tx.clone()),
+        ChildSpec(name="telnyx_rx", run=rx.run,
+                  channels={"audio_out": audio_tx, "relay_out": relay_tx},
+                  restart=Restart.TRANSIENT, significant=True, shutdown_s=0.0),
+    ))
+
+
+def bot_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
+             stt: SttFactory, brain: BrainFactory, speaker: SpeakerFactory,
+             publisher: EventPublisher,
+             on_latency: Callable[[TurnLatency], None] | None = None) -> SupervisorSpec:
+    """A call the bot answers: listens, thinks, speaks back over the same socket."""
+    cid = info.call_id
+    audio_tx, audio_rx = open_mailbox[AudioFrame](AUDIO_INBOX_FRAMES, Overflow.DROP_OLDEST,
+                                                  name=f"{cid}/audio")
+    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
+                                                  name=f"{cid}/relay")
+    brain_tx, brain_rx = open_mailbox[BrainInput](BRAIN_INBOX_EVENTS, Overflow.BLOCK,
+                                                  name=f"{cid}/brain")
+    speaker_tx, speaker_rx = open_mailbox[SpeakerInput](SPEAKER_INBOX_EVENTS, Overflow.BLOCK,
+                                                        name=f"{cid}/speaker")
+    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    the_speaker = speaker(info, socket)
+    the_brain = brain(info)
+    rx = TelnyxRx(socket=socket, call=info, first_sequence_number=start_sequence_number)
+    return _call_spec(info, (
+        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
+                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        ChildSpec(name="speaker", run=the_speaker.run,
+                  channels={"inbox": speaker_rx, "reports_out": brain_tx.clone()},
+                  restart=Restart.PERMANENT, shutdown_s=SPEAKER_SHUTDOWN_S),
+        ChildSpec(name="brain", run=the_brain.run,
+                  channels={"inbox": brain_rx, "speaker_out": speaker_tx.clone(),
+                            "relay_out": relay_tx.clone()},
+                  restart=Restart.PERMANENT, shutdown_s=BRAIN_SHUTDOWN_S),
+        stt(info, inbox=audio_rx, transcripts_out=brain_tx.clone(), relay_out=relay_tx.clone()),
+        ChildSpec(name="telnyx_rx", run=rx.run,
+                  channels={"audio_out": audio_tx, "dtmf_out": brain_tx,
+                            "marks_out": speaker_tx, "relay_out": relay_tx},
+                  restart=Restart.TRANSIENT, significant=True, shutdown_s=0.0),
+    ))
