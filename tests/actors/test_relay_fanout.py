@@ -81,3 +81,19 @@ async def test_a_restarted_telnyx_rx_does_not_start_the_call_twice(autojump_cloc
     pub = RecordingPublisher()
     await feed(RelayFanout(call=CALL, publisher=pub), [CallStarted(CALL), CallStarted(CALL)])
     assert [e.get("state") for e in pub.events] == ["started", "ended"]
+
+
+async def test_replies_and_latency_become_relay_events(autojump_clock: object) -> None:
+    from actors.messages import ReplySpoken, TurnLatency
+
+    pub, observed = RecordingPublisher(), []
+    stages = (("end_of_speech", 1.0), ("stt_final", 1.2), ("first_frame_sent", 1.5))
+    await feed(RelayFanout(call=CALL, publisher=pub, on_latency=observed.append), [
+        ReplySpoken("t-1", "r-1", "Claro.", interrupted=True),
+        TurnLatency("t-1", stages),
+    ])
+    reply, latency = pub.events[0], pub.events[1]
+    assert reply == {"type": "reply", "callId": "c9", "turnId": "t-1", "text": "Claro.",
+                     "interrupted": True}
+    assert latency["type"] == "latency" and latency["stages"] == dict(stages)
+    assert observed == [TurnLatency("t-1", stages)]
