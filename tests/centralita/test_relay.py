@@ -360,3 +360,56 @@ async def test_shutdown_closes_subscribers_with_1001(relay: RunningRelay) -> Non
             with trio.fail_after(5):
                 await ws.get_message()
     assert info.value.reason.code == 1001
+
+
+async def _short_lived_room(relay: RunningRelay, call_id: str) -> None:
+    """Publish to a fresh call, subscribe over a raw WebSocket, read the backlog frame, leave."""
+    host, port = relay.base_url.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        body = json.dumps(partial(call_id, 1)).encode()
+        await stream.send_all(b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                              b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += await stream.receive_some()
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(
+            b"GET /ws?callId=" + call_id.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        data = b""
+        while call_id.encode() not in data:  # 101 then the backlog frame
+            data += await stream.receive_some()
+        await stream.send_all(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # masked close 1000
+
+
+async def test_ten_thousand_short_lived_rooms_leave_the_server_at_baseline(
+        start_relay: StartRelay) -> None:
+    import gc
+
+    relay: RunningRelay = await start_relay(ttl_s=0.5)
+
+    async def churn(prefix: str, n: int) -> None:
+        limiter = trio.CapacityLimiter(32)
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                async def one(i: int = i) -> None:
+                    async with limiter:
+                        await _short_lived_room(relay, f"{prefix}-{i}")
+                nursery.start_soon(one)
+
+    async def settled() -> None:
+        with trio.fail_after(10):
+            while (s := relay.hub.statistics()).subscribers or s.rooms or s.backlog_calls:
+                await trio.sleep(0.05)
+
+    await churn("warm", 500)
+    await settled()
+    gc.collect()
+    baseline = len(gc.get_objects())  # (tracemalloc would triple the run time)
+    await churn("room", 10_000)
+    assert relay.hub.statistics().events_total == 10_500
+    await settled()  # rooms gone with their subscribers; backlogs gone after the TTL
+    gc.collect()
+    grown = len(gc.get_objects()) - baseline
+    assert grown < 2_000, f"{grown} more live objects after 10,000 rooms (a leak keeps >= 10,000)"
