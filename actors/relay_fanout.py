@@ -31,7 +31,8 @@ class RelayFanout:
 
     Receives: ``TranscriptPartial``/``TranscriptFinal`` (published as the seed's ``partial``/
     ``final``, speaker ``customer``, times in call-time milliseconds), ``CallStarted`` and
-    ``CallEnded`` (one ``call`` event each), ``ReplySpoken`` (a ``reply``: what the bot said, as
+    ``CallEnded`` (a ``call`` event each: ``started`` is published when RelayFanout itself starts,
+    the first of the call's children, so it precedes every other event of the call), ``ReplySpoken`` (a ``reply``: what the bot said, as
     heard) and ``TurnLatency`` (a ``latency`` waterfall, also handed to ``on_latency`` — the
     service's Prometheus histograms).
     Sends: relay events through its :class:`EventPublisher` (the in-process hub, or an external
@@ -56,6 +57,9 @@ class RelayFanout:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with inbox:
             task_status.started()
+            # Announce the call before anything else of it: the Brain greets (and publishes) as
+            # soon as it starts, before TelnyxRx — the last child to start — could say so.
+            await self._publish_started()
             async for msg in inbox:
                 event = self._to_event(msg)
                 if event is not None:
@@ -64,6 +68,14 @@ class RelayFanout:
         await self._publish(relay.CallEvent(
             call_id=self.call.call_id, state="ended", call_control_id=self.call.call_control_id,
             stream_id=self.call.stream_id, reason=ended.reason))
+
+    async def _publish_started(self) -> None:
+        if self._started_sent:  # a restarted RelayFanout does not start the call twice
+            return
+        self._started_sent = True
+        await self._publish(relay.CallEvent(call_id=self.call.call_id, state="started",
+                                            call_control_id=self.call.call_control_id,
+                                            stream_id=self.call.stream_id))
 
     def _to_event(self, msg: RelayInput) -> relay.RelayEvent | None:
         cid = self.call.call_id
@@ -74,12 +86,7 @@ class RelayFanout:
             return relay.Final(call_id=cid, speaker="customer", turn_id=msg.turn_id,
                                text=msg.text, ts_start=_ms(msg.start_s), ts_end=_ms(msg.end_s))
         if isinstance(msg, CallStarted):
-            if self._started_sent:  # a restarted TelnyxRx does not start the call twice
-                return None
-            self._started_sent = True
-            return relay.CallEvent(call_id=cid, state="started",
-                                   call_control_id=self.call.call_control_id,
-                                   stream_id=self.call.stream_id)
+            return None  # announced when RelayFanout starts (first child of the call)
         if isinstance(msg, CallEnded):
             self._ended = msg  # published last, at end of input
             return None
