@@ -31,6 +31,9 @@ class App:
     """ASGI 3 app. Build with routes, services and drain hooks from the composition root."""
 
     http_routes: dict[str, Handler] = attrs.field(factory=dict)
+    # (prefix, handler), tried in order when no exact route matches: for paths with parameters
+    # (``/api/call/{id}/hangup``); the handler parses the rest of the path itself.
+    http_prefix_routes: list[tuple[str, Handler]] = attrs.field(factory=list)
     websocket_routes: dict[str, Handler] = attrs.field(factory=dict)
     services: list[Service] = attrs.field(factory=list)
     drain_hooks: list[DrainHook] = attrs.field(factory=list)
@@ -46,7 +49,7 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            handler = self.http_routes.get(scope["path"])
+            handler = self.http_routes.get(scope["path"]) or self._by_prefix(scope["path"])
             if handler is None:
                 await respond_json(send, 404, {"error": f"no route {scope['path']}"})
                 return
@@ -55,6 +58,12 @@ class App:
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    def _by_prefix(self, path: str) -> Handler | None:
+        for prefix, handler in self.http_prefix_routes:
+            if path.startswith(prefix):
+                return handler
+        return None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.websocket_routes.get(scope["path"])

@@ -8,6 +8,9 @@ The bot call (DESIGN.md's graph)::
               │              └──reports (what was heard) ──▶ Brain inbox (128, block)           │
               └─call started/ended, transcripts, replies, latency ──▶ RelayFanout (64, drop_oldest)
 
+With call control on, the Brain's ``Hangup`` (goodbye said) goes to a CallHangup actor (4, block)
+that sends Telnyx ``hangup``; the ``call.hangup`` webhook then stops the call like any hangup.
+
 Start order is sinks first (RelayFanout, Speaker, Brain, STT, TelnyxRx), so shutdown — reverse
 order — stops the source first and lets the last transcripts and replies flow down before
 RelayFanout publishes ``call ended``. TelnyxRx is significant: its end ends the call.
@@ -19,12 +22,15 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from actors.brain import Brain
+from actors.call_control_link import CallHangup
 from actors.deepgram_link import RESTART_BACKOFF, DeepgramLink
-from actors.messages import (AudioFrame, BrainInput, CallInfo, RelayInput, SpeakerInput,
-                             TurnLatency)
+from actors.local_stt import LocalStt
+from actors.messages import (AudioFrame, BrainInput, CallInfo, Hangup, RelayInput,
+                             SpeakerInput, TurnLatency)
 from actors.ports import EventPublisher, MediaSocket
 from actors.relay_fanout import RELAY_INBOX_EVENTS, RelayFanout
 from actors.speaker import Speaker
+from actors.pocketsphinx_decoder import SphinxOptions
 from actors.telnyx_rx import TelnyxRx
 from supervisor import (AutoShutdown, ChildSpec, MailboxReceiver, MailboxSender, Overflow,
                         Restart, Strategy, SupervisorSpec, open_mailbox)
@@ -32,6 +38,7 @@ from supervisor import (AutoShutdown, ChildSpec, MailboxReceiver, MailboxSender,
 AUDIO_INBOX_FRAMES: Final = 50  # 1 s of 20 ms frames; older audio is worthless to STT
 BRAIN_INBOX_EVENTS: Final = 128
 SPEAKER_INBOX_EVENTS: Final = 64
+CONTROL_INBOX_EVENTS: Final = 4  # the Brain's Hangup: one is enough, a few never block it
 CALL_MAX_RESTARTS: Final = 5
 CALL_RESTART_PERIOD_S: Final = 30.0
 RELAY_FANOUT_SHUTDOWN_S: Final = 3.0
@@ -58,8 +65,19 @@ def deepgram_stt(listen_url: str, api_key: str, batch_frames: int = 1) -> SttFac
     return build
 
 
+def local_stt(options: SphinxOptions) -> SttFactory:
+    def build(info: CallInfo, *, inbox: MailboxReceiver[AudioFrame],
+              transcripts_out: MailboxSender[BrainInput] | None,
+              relay_out: MailboxSender[RelayInput]) -> ChildSpec:
+        stt = LocalStt(call=info, options=options)
+        return stt.child_spec(inbox=inbox, transcripts_out=transcripts_out, relay_out=relay_out)
+    return build
+
+
 BrainFactory = Callable[[CallInfo], Brain]
 SpeakerFactory = Callable[[CallInfo, MediaSocket], Speaker]
+# Call control's link for the Brain's Hangup; None when call control is off.
+HangupFactory = Callable[[CallInfo], CallHangup | None]
 
 
 def _call_spec(info: CallInfo, children: tuple[ChildSpec, ...]) -> SupervisorSpec:
@@ -92,8 +110,13 @@ def listening_call(info: CallInfo, socket: MediaSocket, start_sequence_number: i
 def bot_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
              stt: SttFactory, brain: BrainFactory, speaker: SpeakerFactory,
              publisher: EventPublisher,
-             on_latency: Callable[[TurnLatency], None] | None = None) -> SupervisorSpec:
-    """A call the bot answers: listens, thinks, speaks back over the same socket."""
+             on_latency: Callable[[TurnLatency], None] | None = None,
+             hangup: HangupFactory | None = None) -> SupervisorSpec:
+    """A call the bot answers: listens, thinks, speaks back over the same socket.
+
+    ``hangup``: when it gives a :class:`CallHangup`, the Brain's ``control_out`` goes to it (a
+    ``Hangup`` after the goodbye becomes a Telnyx hangup); else the Brain has no control lane.
+    """
     cid = info.call_id
     audio_tx, audio_rx = open_mailbox[AudioFrame](AUDIO_INBOX_FRAMES, Overflow.DROP_OLDEST,
                                                   name=f"{cid}/audio")
@@ -107,15 +130,24 @@ def bot_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
     the_speaker = speaker(info, socket)
     the_brain = brain(info)
     rx = TelnyxRx(socket=socket, call=info, first_sequence_number=start_sequence_number)
+    link = hangup(info) if hangup is not None else None
+    control: tuple[ChildSpec, ...] = ()
+    brain_control: dict[str, MailboxSender[Hangup]] = {}
+    if link is not None:
+        control_tx, control_rx = open_mailbox[Hangup](CONTROL_INBOX_EVENTS, Overflow.BLOCK,
+                                                      name=f"{cid}/control")
+        control = (link.child_spec(inbox=control_rx),)
+        brain_control = {"control_out": control_tx}
     return _call_spec(info, (
         ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
                   restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        *control,
         ChildSpec(name="speaker", run=the_speaker.run,
                   channels={"inbox": speaker_rx, "reports_out": brain_tx.clone()},
                   restart=Restart.PERMANENT, shutdown_s=SPEAKER_SHUTDOWN_S),
         ChildSpec(name="brain", run=the_brain.run,
                   channels={"inbox": brain_rx, "speaker_out": speaker_tx.clone(),
-                            "relay_out": relay_tx.clone()},
+                            "relay_out": relay_tx.clone(), **brain_control},
                   restart=Restart.PERMANENT, shutdown_s=BRAIN_SHUTDOWN_S),
         stt(info, inbox=audio_rx, transcripts_out=brain_tx.clone(), relay_out=relay_tx.clone()),
         ChildSpec(name="telnyx_rx", run=rx.run,

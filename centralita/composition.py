@@ -1,9 +1,9 @@
 """The composition root: settings in, an ASGI app with its routes, services and engines out.
 
 Engines are chosen here and nowhere else (DESIGN.md): the cloud engine when its key is set (or it
-is asked for by ``STT_ENGINE`` / ``TTS_ENGINE`` / ``LLM_ENGINE``), else the local one. Until the
-local engines exist (issue #8), a service without an LLM or TTS key answers no calls: it listens,
-and publishes the transcripts — and says so at start-up.
+is asked for by ``STT_ENGINE`` / ``TTS_ENGINE`` / ``LLM_ENGINE``), else the local one — so with no
+keys at all the service still answers calls: pocketsphinx (English) hears, a scripted dialogue
+(``actors/scripts/*.toml``) answers, espeak-ng speaks. The choice is logged at start-up.
 """
 
 from __future__ import annotations
@@ -15,21 +15,30 @@ from typing import Final
 
 import anthropic
 import attrs
+import httpx
 import httpx2
 import trio
 
 from actors.aura_tts import AuraTts
 from actors.brain import Brain
+from actors.call_control_link import CallHangup
+from actors.espeak_tts import EspeakTts
 from actors.llm import AnthropicLlm
+from actors.pocketsphinx_decoder import SphinxOptions
+from actors.scripted_llm import ScriptedLlm
+from actors.tts import TtsEngine
 from actors.messages import CallInfo
 from actors.ports import MediaSocket
 from actors.relay_publishers import InProcessPublisher
 from actors.speaker import Speaker
+from actors.telnyx_control import TelnyxControl
 from centralita.app import App
-from centralita.call_wiring import bot_call, deepgram_stt, listening_call
+from centralita.call_book import CallBook
+from centralita.call_wiring import SttFactory, bot_call, deepgram_stt, listening_call, local_stt
 from centralita.calls import CallRegistry
 from centralita.metrics import TurnLatencyMetrics, metrics_route, new_registry
 from centralita.relay_hub import RelayHub
+from centralita.routes_calls import CallControl, mount_disabled
 from centralita.routes_media import BuildCall, MediaRoutes, StreamTokens
 from centralita.routes_relay import RelayRoutes
 from centralita.settings import Engine, Settings
@@ -39,6 +48,9 @@ log = logging.getLogger(__name__)
 
 ANTHROPIC_KEEPALIVE_S: Final = 120.0  # turn gaps exceed httpx's 5 s default: keep the TLS warm
 ANTHROPIC_MAX_RETRIES: Final = 0  # the Brain retries once itself, within its own budget
+HANGUP_MARKER: Final = "[FIN]"  # a scripted reply ending with it makes the Brain hang up after it
+SCRIPTED_PIECE_DELAY_S: Final = 0.0  # the local brain streams word by word, adding no delay
+TELNYX_MAX_CONNECTIONS: Final = 50  # Call Control commands are short; dials and hangups burst
 
 
 @attrs.define(eq=False)
@@ -70,6 +82,10 @@ class Relay:
         app.drain_hooks.append(self.hub.close_all)
 
 
+def _describe(engine: Engine, cloud: str, local: str) -> str:
+    return cloud if engine is Engine.CLOUD else local
+
+
 def _chosen(asked: Engine | None, has_key: bool) -> Engine:
     if asked is not None:
         return asked
@@ -85,6 +101,10 @@ class Service:
     registry: CallRegistry
     media: MediaRoutes
     llm_client: anthropic.AsyncAnthropic | None = None
+    scripted: ScriptedLlm | None = None
+    tts: TtsEngine | None = None
+    language: str = "es"
+    call_control: CallControl | None = None  # set by mount_call_control when Telnyx is configured
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -102,35 +122,48 @@ class Service:
 
     def _build_call_factory(self) -> BuildCall:
         s = self.settings
-        stt_engine = _chosen(s.stt_engine, s.deepgram_api_key is not None)
-        tts_engine = _chosen(s.tts_engine, s.deepgram_api_key is not None)
+        dg_key = s.deepgram_api_key.value if s.deepgram_api_key else None
+        stt_engine = _chosen(s.stt_engine, dg_key is not None)
+        tts_engine = _chosen(s.tts_engine, dg_key is not None)
         llm_engine = _chosen(s.llm_engine, s.anthropic_api_key is not None)
-        log.info("engines chosen", extra={"stt": stt_engine.value, "tts": tts_engine.value,
-                                          "llm": llm_engine.value})
-        publisher = InProcessPublisher(self.relay.hub.publish)
-        if stt_engine is not Engine.CLOUD:
-            log.warning("no STT engine: DEEPGRAM_API_KEY is not set and the local STT engine "
-                        "arrives with issue #8; calls will fail to start")
-        stt = deepgram_stt(s.deepgram_listen_url,
-                           s.deepgram_api_key.value if s.deepgram_api_key else "")
-        if tts_engine is Engine.CLOUD and llm_engine is Engine.CLOUD:
-            return partial(bot_call, stt=stt, brain=self._brain, speaker=self._speaker,
-                           publisher=publisher, on_latency=self.relay.metrics.observe)
-        log.warning("calls only listen: the bot needs ANTHROPIC_API_KEY and DEEPGRAM_API_KEY "
-                    "(local LLM and TTS engines arrive with issue #8)")
-        return partial(listening_call, stt=stt, publisher=publisher,
-                       on_latency=self.relay.metrics.observe)
+        self.scripted = None
+        if llm_engine is Engine.LOCAL:
+            # The local STT understands English only; with Deepgram the Spanish script fits.
+            script = "demo_en" if stt_engine is Engine.LOCAL else "demo_es"
+            self.scripted = ScriptedLlm.builtin(script, hangup_marker=HANGUP_MARKER,
+                                                delay_s=SCRIPTED_PIECE_DELAY_S)
+        self.language = "en" if stt_engine is Engine.LOCAL else "es"
+        log.info("engines chosen", extra={"stt": _describe(stt_engine, "deepgram", "pocketsphinx"),
+                                          "tts": _describe(tts_engine, "aura", "espeak-ng"),
+                                          "llm": _describe(llm_engine, "anthropic", "scripted")})
+        stt: SttFactory
+        if stt_engine is Engine.CLOUD:
+            stt = deepgram_stt(s.deepgram_listen_url, dg_key or "", s.deepgram_batch_frames)
+        else:  # constrained to what the script expects, when the script is ours (an IVR grammar)
+            phrases = self.scripted.expected_phrases() if self.scripted is not None else ()
+            stt = local_stt(SphinxOptions(phrases=phrases))  # type: ignore[arg-type]  # attrs converter=tuple
+        self.tts = (AuraTts(api_key=dg_key or "", speak_url=s.deepgram_speak_url)
+                    if tts_engine is Engine.CLOUD else EspeakTts.for_language(self.language))
+        if s.call_mode == "listen":
+            log.info("CALL_MODE=listen: calls are transcribed to the relay, nobody answers")
+            return partial(listening_call, stt=stt,
+                           publisher=InProcessPublisher(self.relay.hub.publish))
+        return partial(bot_call, stt=stt, brain=self._brain, speaker=self._speaker,
+                       publisher=InProcessPublisher(self.relay.hub.publish),
+                       on_latency=self.relay.metrics.observe, hangup=self._call_hangup)
 
     def _brain(self, info: CallInfo) -> Brain:
+        if self.scripted is not None:
+            return Brain(call=info, llm=self.scripted, greeting=self.scripted.greeting_template,
+                         hangup_marker=HANGUP_MARKER)
         if self.llm_client is None:
             raise RuntimeError("the Anthropic client is not open (lifespan not started)")
         llm = AnthropicLlm(client=self.llm_client, model=self.settings.anthropic_model)
         return Brain(call=info, llm=llm)
 
     def _speaker(self, info: CallInfo, socket: MediaSocket) -> Speaker:
-        key = self.settings.deepgram_api_key
-        tts = AuraTts(api_key=key.value if key else "", speak_url=self.settings.deepgram_speak_url)
-        return Speaker(call=info, tts=tts, socket=socket)
+        assert self.tts is not None  # set with the call factory
+        return Speaker(call=info, tts=self.tts, socket=socket)
 
     async def run_clients(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                           ) -> None:
@@ -153,6 +186,51 @@ class Service:
             finally:
                 self.llm_client = None
 
+    def _call_hangup(self, info: CallInfo) -> CallHangup | None:
+        """The Brain's Hangup → Telnyx hangup, when call control is running."""
+        control = self.call_control.telnyx if self.call_control is not None else None
+        return CallHangup(call=info, control=control) if control is not None else None
+
+    async def run_call_control(
+            self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Lifespan service: one Telnyx HTTP client per process, and call control's background
+        work (mounted only when call control is configured)."""
+        control, key = self.call_control, self.settings.telnyx_api_key
+        assert control is not None and key is not None
+        limits = httpx.Limits(max_connections=TELNYX_MAX_CONNECTIONS,
+                              max_keepalive_connections=TELNYX_MAX_CONNECTIONS)
+        async with httpx.AsyncClient(limits=limits) as client:
+            control.telnyx = TelnyxControl(client=client, api_key=key.value,
+                                           api_base=self.settings.telnyx_api_base)
+            try:
+                await control.run(task_status=task_status)
+            finally:
+                control.telnyx = None
+
+
+def mount_call_control(app: App, service: Service) -> None:
+    """``/api/call*``, ``/api/calls`` and ``/webhooks/telnyx``; 503 with a reason when Telnyx is
+    not configured (``TELNYX_API_KEY`` and ``TELNYX_CONNECTION_ID``) or the mode is not built."""
+    s = service.settings
+    missing = [name for name, value in (("TELNYX_API_KEY", s.telnyx_api_key),
+                                        ("TELNYX_CONNECTION_ID", s.telnyx_connection_id))
+               if not value]
+    reason = None
+    if missing:
+        reason = f"call control is off: {' and '.join(missing)} not set"
+    elif not s.use_media_streams:
+        reason = "call control is off: webhook mode (USE_MEDIA_STREAMS=false) is not built yet"
+    if reason is not None:
+        log.warning(reason)
+        mount_disabled(app, reason)
+        return
+    book = CallBook()
+    service.call_control = CallControl.from_settings(s, book=book, registry=service.registry,
+                                                     tokens=service.media.tokens)
+    service.media.tokens.callee_name_for = book.callee_name_for
+    service.call_control.mount(app)
+    app.services.append(service.run_call_control)
+
 
 def _refuse(info: CallInfo, socket: MediaSocket, start_sequence_number: int) -> SupervisorSpec:
     raise RuntimeError("service not composed")  # replaced in Service.from_settings
@@ -172,6 +250,7 @@ def build_service_app(settings: Settings) -> tuple[App, Service]:
     app.services.append(service.run_clients)
     app.services.append(service.registry.run)
     app.websocket_routes["/stream/media"] = service.media.stream
+    mount_call_control(app, service)
     # Drain order matters: calls stop first (their last events reach the hub), then the relay.
     app.drain_hooks.append(service.registry.stop_all)
     service.relay.mount(app)

