@@ -9,9 +9,9 @@ keys at all the service still answers calls: pocketsphinx (English) hears, a scr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import anthropic
 import attrs
@@ -29,7 +29,8 @@ from actors.scripted_llm import ScriptedLlm
 from actors.tts import TtsEngine
 from actors.messages import CallInfo
 from actors.ports import MediaSocket
-from actors.relay_publishers import InProcessPublisher
+from actors.ports import EventPublisher
+from actors.relay_publishers import HttpRelayPublisher, InProcessPublisher
 from actors.speaker import Speaker
 from actors.telnyx_control import TelnyxControl
 from centralita.app import App
@@ -102,6 +103,7 @@ class Service:
     media: MediaRoutes
     llm_client: anthropic.AsyncAnthropic | None = None
     scripted: ScriptedLlm | None = None
+    relay_client: httpx.AsyncClient | None = None
     tts: TtsEngine | None = None
     language: str = "es"
     call_control: CallControl | None = None  # set by mount_call_control when Telnyx is configured
@@ -147,9 +149,9 @@ class Service:
         if s.call_mode == "listen":
             log.info("CALL_MODE=listen: calls are transcribed to the relay, nobody answers")
             return partial(listening_call, stt=stt,
-                           publisher=InProcessPublisher(self.relay.hub.publish))
+                           publisher=self._publisher())
         return partial(bot_call, stt=stt, brain=self._brain, speaker=self._speaker,
-                       publisher=InProcessPublisher(self.relay.hub.publish),
+                       publisher=self._publisher(),
                        on_latency=self.relay.metrics.observe, hangup=self._call_hangup)
 
     def _brain(self, info: CallInfo) -> Brain:
@@ -164,6 +166,29 @@ class Service:
     def _speaker(self, info: CallInfo, socket: MediaSocket) -> Speaker:
         assert self.tts is not None  # set with the call factory
         return Speaker(call=info, tts=self.tts, socket=socket)
+
+    def _publisher(self) -> EventPublisher:
+        """Relay events go to this process's hub, or to an external relay (``RELAY_URL``)."""
+        if self.settings.relay_url is None:
+            return InProcessPublisher(self.relay.hub.publish)
+        token = self.settings.relay_token.value if self.settings.relay_token else None
+        return _LazyHttpPublisher(self, self.settings.relay_url, token)
+
+    async def run_relay_client(
+            self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Lifespan service: the pooled HTTP client for an external relay (``RELAY_URL``)."""
+        if self.settings.relay_url is None:
+            task_status.started()
+            return
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                              keepalive_expiry=60.0)
+        async with httpx.AsyncClient(limits=limits) as client:
+            self.relay_client = client
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.relay_client = None
 
     async def run_clients(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                           ) -> None:
@@ -236,6 +261,21 @@ def _refuse(info: CallInfo, socket: MediaSocket, start_sequence_number: int) -> 
     raise RuntimeError("service not composed")  # replaced in Service.from_settings
 
 
+@attrs.define(eq=False)
+class _LazyHttpPublisher:
+    """HttpRelayPublisher over the service's pooled client, which the lifespan opens later."""
+
+    service: Service
+    relay_url: str
+    token: str | None
+
+    async def publish(self, call_id: str, event: Mapping[str, Any]) -> None:
+        client = self.service.relay_client
+        if client is None:
+            raise RuntimeError("the relay HTTP client is not open")
+        await HttpRelayPublisher(client, self.relay_url, self.token).publish(call_id, event)
+
+
 def build_relay_app(settings: Settings) -> tuple[App, Relay]:
     app = App()
     relay = Relay.from_settings(settings)
@@ -248,6 +288,7 @@ def build_service_app(settings: Settings) -> tuple[App, Service]:
     app = App()
     service = Service.from_settings(settings)
     app.services.append(service.run_clients)
+    app.services.append(service.run_relay_client)
     app.services.append(service.registry.run)
     app.websocket_routes["/stream/media"] = service.media.stream
     mount_call_control(app, service)

@@ -98,7 +98,8 @@ async def subscribe_all(stack: Stack, *, task_status: trio.TaskStatus[Subscriber
 
 @asynccontextmanager
 async def open_stack(*, bot: bool = False, anthropic: AnthropicEmulator | None = None,
-                     speak: DeepgramSpeakEmulator | None = None) -> AsyncIterator[Stack]:
+                     speak: DeepgramSpeakEmulator | None = None,
+                     **overrides: Any) -> AsyncIterator[Stack]:
     """The service and its emulators. ``bot``: Claude and Aura too (the speaking half)."""
     scripts: dict[str, Sequence[str]] = {}
 
@@ -119,7 +120,7 @@ async def open_stack(*, bot: bool = False, anthropic: AnthropicEmulator | None =
                      "deepgram_speak_url": await nursery.start(speak.serve)}
         settings = Settings(host="127.0.0.1", port=0, deepgram_api_key=Secret("test-key"),
                             deepgram_listen_url=listen_url,
-                            telnyx_stream_token=Secret(STATIC_TOKEN), **extra)
+                            telnyx_stream_token=Secret(STATIC_TOKEN), **{**extra, **overrides})
         app, service = build_service_app(settings)
         stop = trio.Event()
         server_done = trio.Event()

@@ -137,3 +137,30 @@ async def test_fifty_concurrent_calls_keep_their_transcripts_apart(stack: Stack)
         finals = [e["text"] for e in events if e["type"] == "final"]
         assert finals == [f"llamada {i} primera", f"llamada {i} segunda"], (i, finals)
     assert len(stack.deepgram.connections) == n
+
+
+async def test_with_relay_url_events_go_to_the_external_relay() -> None:
+    from centralita.composition import build_relay_app
+    from centralita.server import serve_until
+    from centralita.settings import Settings
+    from tests.e2e.conftest import open_stack
+
+    async with trio.open_nursery() as nursery:
+        relay_settings = Settings(host="127.0.0.1", port=0)
+        relay_app, external = build_relay_app(relay_settings)
+        relay_stop = trio.Event()
+        (relay_url,) = await nursery.start(serve_until, relay_app, relay_settings, relay_stop)
+        async with open_stack(relay_url=relay_url, call_mode="listen") as stack:
+            token = stack.issue_call("call-ext", SCRIPT[:1])
+            await run_caller(stack.caller(token, DURATIONS[:1], hangup_after_s=3.0))
+            with trio.fail_after(10):
+                while "call-ext" in stack.service.registry.calls or not stack.service.registry:
+                    await trio.sleep(0.01)
+            local = stack.service.relay.hub.statistics().events_total
+        sub = external.hub.subscribe("call-ext")
+        import json as _json
+        events = [_json.loads(d.text if hasattr(d, "text") else d) for d in sub.queue]
+        relay_stop.set()
+    assert local == 0  # nothing went to the service's own hub
+    assert [e["type"] for e in events][0] == "call" and events[-1]["state"] == "ended"
+    assert [e["text"] for e in events if e["type"] == "final"] == [SCRIPT[0]]
