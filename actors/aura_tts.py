@@ -38,7 +38,7 @@ from trio_websocket import (
     ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError, WebSocketConnection,
 )
 
-from actors.ws_client import abort_ws, open_ws_client
+from actors.ws_client import abort_ws, is_cancellation, open_ws_client, sole_error
 from protocols.audio import AudioFormat, Codec, l16be_encode, pcm16le_decode
 from protocols.deepgram_options import auth_header
 from protocols.deepgram_speak import (
@@ -122,7 +122,7 @@ class AuraTts:
                     await session._connection()
                     yield session
                 except BaseException as exc:
-                    cancelled = _is_cancellation(exc)
+                    cancelled = is_cancellation(exc)
                     raise
                 finally:
                     with cleanup_scope(self.close_timeout_s + self.send_timeout_s):
@@ -132,7 +132,7 @@ class AuraTts:
                         session._keeper_scope.shield = False
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _sole_error(group) from None
+            raise sole_error(group) from None
 
 
 @attrs.define(eq=False)
@@ -371,27 +371,3 @@ def _describe(exc: ConnectionClosed) -> str:
     if reason is None:
         return "closed"
     return f"close {reason.code} {reason.reason or ''}".strip()
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(trio.Cancelled)[1] is None
-    return isinstance(exc, trio.Cancelled)
-
-
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error in ``group`` (Cancelled dropped), else the group (as in ws_client)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(reversed(exc.exceptions))
-        else:
-            leaves.append(exc)
-    real = [exc for exc in leaves if not isinstance(exc, trio.Cancelled)]
-    if len(real) == 1:
-        return real[0]
-    if not real and leaves:
-        return leaves[0]
-    return group

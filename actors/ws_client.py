@@ -89,7 +89,7 @@ async def open_ws_client(
             try:
                 yield ws
             except BaseException as exc:
-                if _is_cancellation(exc) and ws.closed is None:
+                if is_cancellation(exc) and ws.closed is None:
                     with cleanup_scope(CLOSE_GRACE_AFTER_CANCEL_S):
                         await ws.aclose()
                 raise
@@ -100,7 +100,7 @@ async def open_ws_client(
                 # The reader task may still wait for the server's TCP FIN; we are done with it.
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _sole_error(group) from None
+        raise sole_error(group) from None
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
@@ -125,13 +125,14 @@ def _split(url: str, ssl_context: ssl.SSLContext | None) -> tuple[str, int, str,
     return parts.hostname, port, resource, tls
 
 
-def _is_cancellation(exc: BaseException) -> bool:
+def is_cancellation(exc: BaseException) -> bool:
+    """True if ``exc`` (or every leaf of an exception group) is trio's Cancelled."""
     if isinstance(exc, BaseExceptionGroup):
         return exc.split(trio.Cancelled)[1] is None
     return isinstance(exc, trio.Cancelled)
 
 
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one real error in ``group`` (Cancelled siblings dropped), else the group itself."""
     leaves: list[BaseException] = []
     pending: list[BaseException] = [group]
