@@ -9,7 +9,7 @@ keys at all the service still answers calls: pocketsphinx (English) hears, a scr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
@@ -297,5 +297,3 @@ def build_service_app(settings: Settings) -> tuple[App, Service]:
     service.relay.mount(app)
     return app, service
 
-
-AppBuilder = Callable[[Settings], tuple[App, object]]

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from bench.emulators.telnyx_caller import CallRejected
-from tests.e2e.conftest import SPEED, STATIC_TOKEN, Stack, run_caller, spans, subscribe_all
+from tests.e2e.conftest import STATIC_TOKEN, Stack, run_caller, spans, subscribe_all
 
 SCRIPT = ("hola buenos dias", "quiero saber el saldo de mi cuenta", "gracias hasta luego")
 DURATIONS = (1.2, 2.0, 1.4)

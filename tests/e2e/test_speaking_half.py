@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
 
 from bench.emulators.anthropic_messages import AnthropicEmulator, Fault
 from bench.emulators.caller_audio import script_spans
