@@ -155,6 +155,16 @@ async def open_call_stack(*, claude: bool = False, callee: CalleeScript | None =
                       scripts={}, nursery=nursery, anthropic=anthropic if claude else None,
                       speak=speak)
         yield CallStack(stack=stack, telnyx=telnyx, http=http)
+        # Telnyx hangs up what is still up, and its last webhooks land, before we stop: a webhook
+        # cut off by our shutdown would leave httpx's request body half sent (a ResourceWarning).
+        telnyx.api_down = None
+        for call in list(telnyx.calls.values()):
+            if call.alive:
+                await http.post(f"{telnyx_base}/calls/{call.call_control_id}/actions/hangup",
+                                headers={"authorization": f"Bearer {telnyx.api_key}"}, json={})
+        with trio.move_on_after(10):
+            for call in list(telnyx.calls.values()):
+                await call.finished.wait()
         stop.set()
         with trio.fail_after(20):
             await server_done.wait()
