@@ -437,9 +437,9 @@ class CallControl:
         if not self.inbound_calls:
             log.info("inbound call not answered: INBOUND_CALLS=false", extra=extra)
             return
-        if self._cannot_answer() is not None:
-            log.error("inbound call not answered", extra={**extra,
-                                                          "reason": self._cannot_answer()})
+        problem = self._cannot_answer()
+        if problem is not None:
+            log.error("inbound call not answered", extra={**extra, "reason": problem})
             return
         call_id = uuid.uuid4().hex
         token = secrets.token_urlsafe(STREAM_TOKEN_BYTES)
@@ -511,7 +511,16 @@ class CallControl:
             log.warning("call control not running: background work dropped",
                         extra={"work": getattr(fn, "__name__", repr(fn))})
             return
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    @staticmethod
+    async def _guarded(fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """One call's background work failing (a bug) is logged; it never ends the service."""
+        try:
+            await fn(*args)
+        except Exception:
+            log.exception("call control background work failed",
+                          extra={"work": getattr(fn, "__name__", repr(fn))})
 
 
 def mount_disabled(app: App, reason: str) -> None:
