@@ -26,7 +26,8 @@ service yet) chosen per run. Its environment points every cloud URL at loopback.
 
 Repetitions interleave the configurations; tables show **median (min–max)** over repetitions.
 Raw JSON and the markdown go to ``bench/out/listen-<stamp>/``. Shares the core lock of
-``bench_relay`` (the two never run at once) and its /proc helpers.
+``bench_relay`` (the two never run at once) and the process and /proc helpers
+(:mod:`bench.procs`, :mod:`bench.cpu_load`); the statistics and tables are :mod:`bench.listen_report`.
 
     .venv/bin/python -m bench.bench_listen [--calls 1,100] [--seconds 10] [--repeats 3] [--batch-frames 1,2]
 """
@@ -39,22 +40,24 @@ import json
 import os
 import platform
 import secrets
-import select
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
-from bench.bench_relay import (OtherLoad, cpu_seconds, cpu_steal_jiffies, exclusive_cores, free_port,
-                               pinned, raise_fd_limit, stop_server, wait_healthy)
+from bench.cpu_load import OtherLoad, ServiceCpu, cpu_steal_jiffies, wait_quiet
+from bench.listen_report import (  # some only re-exported: they were defined here
+    HIST_EDGES_MS, NOISE_NOTE, PERCENTILES, counted, cpu_table, latency_stats, latency_table,
+    transcript_table,
+)
+from bench.procs import (  # STOP_TIMEOUT_S only re-exported, as above
+    STARTUP_TIMEOUT_S, STOP_TIMEOUT_S, exclusive_cores, finish, first_line, free_port, pinned,
+    raise_fd_limit, spawn, stop_server, wait_healthy,
+)
 
 REPO: Final = Path(__file__).resolve().parent.parent
 OUT_DIR: Final = REPO / "bench" / "out"
@@ -65,124 +68,11 @@ SERVICE_CPU: Final = 0
 LOAD_CPU: Final = 1
 API_KEY: Final = "test-key"
 DEAD_URL: Final = "ws://127.0.0.1:9/v1/speak"  # the discard port: nothing listens
-STARTUP_TIMEOUT_S: Final = 20.0
-STOP_TIMEOUT_S: Final = 10.0
 CLIENT_MARGIN_S: Final = 30.0
-PERCENTILES: Final = (50, 90, 95, 99, 99.9)
-HIST_EDGES_MS: Final = (0, 0.25, 0.5, 1, 2, 3, 5, 10, 15, 20, 25, 30, 40, 60, 100, 1e9)
 QUIET_PROBE_S: Final = 0.3
-CPU_SAMPLE_S: Final = 0.05
-OTHER_SCAN_S: Final = 0.5
-
-
-class ServiceCpu:
-    """Samples one process's on-CPU time, and other processes' CPU, on ``CLOCK_MONOTONIC``.
-
-    On-CPU time is the sum of ``/proc/PID/task/*/schedstat`` (nanoseconds; ``/proc/PID/stat``
-    counts 10 ms ticks, too coarse for one call's ~1 % of a core over 10 s). ``stat`` ticks are
-    kept as a cross-check (they also count threads that have exited).
-    """
-
-    def __init__(self, pid: int, other: OtherLoad) -> None:
-        self._pid, self._other = pid, other
-        # (mono ns, on-CPU s from schedstat, stat s, run-queue wait s: runnable but another task ran)
-        self.samples: list[tuple[int, float, float, float]] = []
-        self.other_samples: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="service-cpu", daemon=True)
-
-    def _schedstat_s(self) -> tuple[float, float]:
-        """(on-CPU, waiting on a run queue) seconds, summed over the live threads."""
-        run = wait = 0
-        try:
-            tasks = os.listdir(f"/proc/{self._pid}/task")
-        except OSError:
-            return (self.samples[-1][1], self.samples[-1][3]) if self.samples else (0.0, 0.0)
-        for tid in tasks:
-            try:
-                fields = Path(f"/proc/{self._pid}/task/{tid}/schedstat").read_text().split()
-                run, wait = run + int(fields[0]), wait + int(fields[1])
-            except (OSError, ValueError, IndexError):
-                pass
-        return run / 1e9, wait / 1e9
-
-    def _sample(self, *, full: bool) -> None:
-        if full:
-            self._other.scan()
-            self.other_samples.append((time.monotonic_ns(), self._other.total_s))
-        run, wait = self._schedstat_s()
-        self.samples.append((time.monotonic_ns(), run, cpu_seconds([self._pid]), wait))
-
-    def _run(self) -> None:
-        last_full = time.monotonic()
-        while not self._stop.wait(CPU_SAMPLE_S):
-            full = time.monotonic() - last_full >= OTHER_SCAN_S
-            if full:
-                last_full = time.monotonic()
-            self._sample(full=full)
-
-    def __enter__(self) -> ServiceCpu:
-        self._sample(full=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sample(full=True)
-
-    def used_s(self, t0: int, t1: int, column: int = 1) -> float:
-        times = [s[0] for s in self.samples]
-        values = [s[column] for s in self.samples]
-        return float(np.interp(t1, times, values) - np.interp(t0, times, values))
-
-    def other_used_s(self, t0: int, t1: int) -> float:
-        times = [s[0] for s in self.other_samples]
-        values = [s[1] for s in self.other_samples]
-        return float(np.interp(t1, times, values) - np.interp(t0, times, values))
 
 
 # ------------------------------------------------------------------------------------------ processes
-
-
-def spawn(argv: Sequence[str], cpu: int, *, env: dict[str, str] | None = None,
-          log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A pinned child in its own session (so it can be stopped as a group); stdout piped."""
-    stderr = log.open("wb") if log else subprocess.DEVNULL
-    try:
-        return subprocess.Popen(pinned(cpu, argv), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
-    finally:
-        if log:
-            stderr.close()  # type: ignore[union-attr]
-
-
-def first_line(proc: subprocess.Popen[bytes], timeout_s: float = STARTUP_TIMEOUT_S) -> str:
-    """The child's first stdout line (its "listening ..." announcement), bounded."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    if not ready:
-        raise RuntimeError(f"{proc.args!r} printed nothing in {timeout_s:.0f} s")
-    line = proc.stdout.readline().decode().strip()
-    if not line:
-        raise RuntimeError(f"{proc.args!r} exited ({proc.wait(5)}) before announcing itself")
-    return line
-
-
-def finish(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """SIGTERM to the child's group, then its last JSON line on stdout (SIGKILL if it hangs)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    try:
-        out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
-    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"ok": False, "error": f"no result (exit {proc.returncode})"}
 
 
 def run_json(argv: Sequence[str], cpu: int, timeout_s: float) -> dict[str, Any]:
@@ -217,61 +107,6 @@ def service_env(listen_url: str, token: str) -> dict[str, str]:
     return env
 
 
-def wait_quiet(other: OtherLoad, max_pct: float, wait_s: float) -> float:
-    deadline = time.monotonic() + wait_s
-    while True:
-        pct = other.measure_pct(QUIET_PROBE_S)
-        if pct <= max_pct or time.monotonic() >= deadline:
-            return round(pct, 1)
-
-
-# ------------------------------------------------------------------------------------------ analysis
-
-
-def _interp(samples: np.ndarray, t_ns: int) -> float:
-    return float(np.interp(t_ns, samples[:, 0], samples[:, 1]))
-
-
-def latency_stats(client_npz: Path, sink_npz: Path, client: dict[str, Any]) -> dict[str, Any]:
-    """Per-frame latency over the frames the caller sent inside the measured window."""
-    send = np.load(client_npz)["send_ns"]
-    sink = np.load(sink_npz)
-    calls, frames = send.shape
-    call, frame = sink["call"], sink["frame"]
-    keep = (call < calls) & (frame < frames)
-    call, frame = call[keep], frame[keep]
-    kernel, user, pos = sink["kernel_ns"][keep], sink["user_ns"][keep], sink["pos"][keep]
-    w0, w1 = client["warm_frames"], client["warm_frames"] + client["measure_frames"]
-    in_window = (frame >= w0) & (frame < w1)
-    sent = send[call, frame]
-    ids = call[in_window] * frames + frame[in_window]
-    unique = np.unique(ids).size
-    lat_k = (kernel[in_window] - sent[in_window]) / 1e6
-    lat_u = (user[in_window] - sent[in_window]) / 1e6
-    first = pos[in_window] == 0
-
-    def summary(values: np.ndarray) -> dict[str, Any]:
-        if values.size == 0:
-            return {"n": 0}
-        pct = np.percentile(values, PERCENTILES)
-        hist, _ = np.histogram(values, bins=HIST_EDGES_MS)
-        return {"n": int(values.size), **{f"p{p:g}": round(float(v), 3) for p, v in zip(PERCENTILES, pct)},
-                "max": round(float(values.max()), 3), "mean": round(float(values.mean()), 3),
-                "min": round(float(values.min()), 3), "hist_edges_ms": list(HIST_EDGES_MS[:-1]),
-                "hist": hist.tolist()}
-
-    sink_cpu = sink["cpu"]
-    t0, t1 = client["window_start_mono_ns"], client["window_end_mono_ns"]
-    sink_cpu_pct = (100 * (_interp(sink_cpu, t1) - _interp(sink_cpu, t0)) / ((t1 - t0) / 1e9)
-                    if sink_cpu.shape[0] >= 2 else None)
-    return {
-        "expected": calls * (w1 - w0), "received_unique": unique, "duplicates": int(ids.size - unique),
-        "lost": calls * (w1 - w0) - unique, "kernel": summary(lat_k), "user": summary(lat_u),
-        # batch > 1: a frame that opens a message waits for its partners; the last one does not
-        "kernel_opens_message": summary(lat_k[first]), "kernel_in_message": summary(lat_k[~first]),
-        "sink_cpu_pct": None if sink_cpu_pct is None else round(sink_cpu_pct, 1),
-    }
-
 
 # ------------------------------------------------------------------------------------------ runs
 
@@ -283,7 +118,7 @@ def latency_run(kind: str, n: int, batch: int, rep: int, args: argparse.Namespac
     name = f"{kind}-n{n}-b{batch}-r{rep}-a{attempt}"
     record: dict[str, Any] = {"kind": kind, "calls": n, "batch": batch, "rep": rep, "attempt": attempt,
                               "seconds": seconds, "warmup": args.warmup}
-    record["other_cpu_before_pct"] = wait_quiet(other, args.max_other_cpu, args.quiet_wait)
+    record["other_cpu_before_pct"] = round(wait_quiet(other, args.max_other_cpu, args.quiet_wait, QUIET_PROBE_S), 1)
     token = secrets.token_hex(8)
     sink_npz, client_npz = run_dir / f"{name}-sink.npz", run_dir / f"{name}-client.npz"
     bound_s = args.warmup + seconds + STARTUP_TIMEOUT_S + CLIENT_MARGIN_S + n * 0.05
@@ -365,7 +200,7 @@ def transcript_run(batch: int, rep: int, args: argparse.Namespace, run_dir: Path
                    other: OtherLoad) -> dict[str, Any]:
     name = f"transcripts-b{batch}-r{rep}"
     record: dict[str, Any] = {"kind": "transcripts", "batch": batch, "rep": rep, "calls": args.transcript_calls}
-    record["other_cpu_before_pct"] = wait_quiet(other, args.max_other_cpu, args.quiet_wait)
+    record["other_cpu_before_pct"] = round(wait_quiet(other, args.max_other_cpu, args.quiet_wait, QUIET_PROBE_S), 1)
     token = secrets.token_hex(8)
     emulator = spawn([PYTHON, "-m", "bench.listen.listen_emulator", "--max-s", "120"], LOAD_CPU,
                      log=run_dir / f"{name}-emulator.log")
@@ -394,132 +229,6 @@ def transcript_run(batch: int, rep: int, args: argparse.Namespace, run_dir: Path
         finish(emulator)
         if service is not None:
             stop_server(service)
-
-
-# ------------------------------------------------------------------------------------------ report
-
-
-def _num(x: float, digits: int) -> str:
-    return f"{x:,.{digits}f}".replace(",", " ")
-
-
-def _spread(values: Sequence[float], digits: int = 2) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return _num(med, digits)
-    return f"{_num(med, digits)} ({_num(min(values), digits)}–{_num(max(values), digits)})"
-
-
-def _get(run: dict[str, Any], *path: str) -> Any:
-    value: Any = run
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def counted(records: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
-    """The runs a cell is made of: the clean completed ones, else every completed one."""
-    done = [r for r in records if r.get("ok") and all(r.get(k) == v for k, v in match.items())]
-    clean = [r for r in done if not r.get("noisy")]
-    return clean or done
-
-
-def _mark(runs: list[dict[str, Any]]) -> str:
-    """The runs-column text: how many, and † when none of them was clean."""
-    return f"{len(runs)}{' †' if runs and all(r.get('noisy') for r in runs) else ''}"
-
-
-NOISE_NOTE: Final = ("† no clean run: other processes on the machine used more than --max-other-cpu of a core "
-                     "during every attempt; the figures come from those disturbed runs.")
-
-
-def latency_table(records: list[dict[str, Any]], ns: Sequence[int], batches: Sequence[int]) -> str:
-    out = [
-        "| calls | path | frames (in window, per run) | p50 ms | p95 ms | p99 ms | max ms "
-        "| p99 ms, sink's epoll wake-up | lost | client CPU % | sink CPU % | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for n in ns:
-        rows: list[tuple[str, list[dict[str, Any]], str]] = [
-            ("direct: caller → sink (bare loopback hop)", counted(records, kind="direct", calls=n), "kernel")]
-        for b in batches:
-            runs = counted(records, kind="service", calls=n, batch=b)
-            rows.append((f"service, batch {b} ({20 * b} ms), all frames", runs, "kernel"))
-            if b > 1:
-                rows.append((f"service, batch {b}: frames that open a message", runs, "kernel_opens_message"))
-                rows.append((f"service, batch {b}: frames that complete it", runs, "kernel_in_message"))
-        for label, runs, key in rows:
-            def vals(*path: str, runs: list[dict[str, Any]] = runs) -> list[float]:
-                return [v for r in runs if (v := _get(r, *path)) is not None]
-            out.append(
-                f"| {n} | {label} | {_spread(vals('latency', key, 'n'), 0)} "
-                f"| {_spread(vals('latency', key, 'p50'))} | {_spread(vals('latency', key, 'p95'))} "
-                f"| {_spread(vals('latency', key, 'p99'))} | {_spread(vals('latency', key, 'max'))} "
-                f"| {_spread(vals('latency', 'user', 'p99')) if key == 'kernel' else ''} "
-                f"| {_num(sum(vals('latency', 'lost')), 0) if key == 'kernel' else ''} "
-                f"| {_spread(vals('client', 'client_cpu_pct'), 0) if key == 'kernel' else ''} "
-                f"| {_spread(vals('latency', 'sink_cpu_pct'), 0) if key == 'kernel' else ''} "
-                f"| {_mark(runs)} |")
-    return "\n".join(out)
-
-
-def cpu_table(records: list[dict[str, Any]], ns: Sequence[int], batches: Sequence[int]) -> str:
-    out = [
-        "| calls | batch | server CPU % of core 0 | server CPU ms per call-second | µs per inbound frame "
-        "| messages to Deepgram /s | other processes CPU % | runs |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for n in ns:
-        for b in batches:
-            runs = counted(records, kind="service", calls=n, batch=b)
-
-            def vals(key: str, runs: list[dict[str, Any]] = runs) -> list[float]:
-                return [r[key] for r in runs if r.get(key) is not None]
-            out.append(f"| {n} | {b} ({20 * b} ms) | {_spread(vals('server_cpu_pct'), 1)} "
-                       f"| {_spread(vals('server_cpu_ms_per_call_s'), 3)} | {_spread(vals('server_cpu_us_per_frame'), 1)} "
-                       f"| {_spread(vals('deepgram_messages_per_s'), 0)} | {_spread(vals('other_cpu_pct'), 1)} "
-                       f"| {_mark(runs)} |")
-    if 1 in batches and len(batches) > 1:
-        out += ["", "| calls | batch | µs per inbound frame vs batch 1 (ratio of medians) |", "|---|---|---|"]
-        for n in ns:
-            base = [r["server_cpu_us_per_frame"] for r in counted(records, kind="service", calls=n, batch=1)
-                    if r.get("server_cpu_us_per_frame")]
-            for b in batches:
-                if b == 1:
-                    continue
-                this = [r["server_cpu_us_per_frame"] for r in counted(records, kind="service", calls=n, batch=b)
-                        if r.get("server_cpu_us_per_frame")]
-                if base and this:
-                    mb, mt = statistics.median(base), statistics.median(this)
-                    out.append(f"| {n} | {b} | {mt / mb:.2f}× ({mt - mb:+.1f} µs/frame) |")
-    return "\n".join(out)
-
-
-def transcript_table(records: list[dict[str, Any]], batches: Sequence[int]) -> str:
-    out = [
-        "| batch | finals (all runs) | speech end → final at subscriber, median ms | mean ms | max ms "
-        "| trigger frame sent → final, median ms | mean ms | max ms | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for b in batches:
-        runs = [r for r in records if r["kind"] == "transcripts" and r["batch"] == b and r.get("ok")]
-        per_run = [r["result"]["finals"] for r in runs]
-
-        def stat(key: str, fn: Any) -> list[float]:
-            return [fn([f[key] for f in finals]) for finals in per_run if finals]
-        total = sum(len(f) for f in per_run)
-        out.append(
-            f"| {b} ({20 * b} ms) | {total} | {_spread(stat('end_to_final_ms', statistics.median), 1)} "
-            f"| {_spread(stat('end_to_final_ms', statistics.fmean), 1)} | {_spread(stat('end_to_final_ms', max), 1)} "
-            f"| {_spread(stat('trigger_to_final_ms', statistics.median), 1)} "
-            f"| {_spread(stat('trigger_to_final_ms', statistics.fmean), 1)} "
-            f"| {_spread(stat('trigger_to_final_ms', max), 1)} | {len(runs)} |")
-    return "\n".join(out)
 
 
 def environment() -> dict[str, Any]:

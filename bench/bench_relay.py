@@ -16,7 +16,8 @@ than ``--max-other-cpu`` of a core is marked disturbed, retried, and left out of
 clean run of the same cell exists. A lock keeps two copies of this script off the cores at once.
 
 All traffic goes to 127.0.0.1. Every phase is bounded in time (the client also has a hard
-``alarm()``), and every subprocess has a timeout.
+``alarm()``), and every subprocess has a timeout. The process helpers are in :mod:`bench.procs`,
+the /proc CPU accounting in :mod:`bench.cpu_load`, the tables in :mod:`bench.relay_report`.
 
     .venv/bin/python -m bench.bench_relay [--servers node,ours] [--m 1,100,1000] [--seconds 6] [--repeats 3]
     .venv/bin/python -m bench.bench_relay --servers node --server-cmd 'mine=python -m mine --port {port}'
@@ -25,30 +26,31 @@ All traffic goes to 127.0.0.1. Every phase is bounded in time (the client also h
 from __future__ import annotations
 
 import argparse
-import bisect
-import contextlib
 import datetime
-import fcntl
-import http.client
 import json
 import os
 import platform
-import resource
 import secrets
 import shlex
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from bench.cpu_load import (  # re-exported: bench_voice and bench/voice import them from here
+    CLK_TCK, CPU_SAMPLE_INTERVAL_S, OTHER_LOAD_SCAN_S, CpuSampler, OtherLoad, ProcInfo, cpu_seconds,
+    cpu_steal_jiffies, descendants, rss_mib, scan_processes, wait_quiet,
+)
+from bench.figures import num
+from bench.procs import (  # re-exported as above
+    HEALTH_POLL_S, HEALTH_TIMEOUT_S, LOCK_PATH, LOCK_WAIT_S, LOOPBACK, STOP_GRACE_S, exclusive_cores,
+    free_port, pinned, raise_fd_limit, stop_server, wait_healthy,
+)
+from bench.relay_report import counted_runs, summarize
 
 REPO: Final = Path(__file__).resolve().parent.parent
 FANOUT_SRC: Final = REPO / "bench" / "fanout" / "fanout.c"
@@ -57,24 +59,15 @@ FANOUT_BIN: Final = OUT_DIR / "fanout"
 NODE_RELAY_DIR: Final = REPO / "bench" / "peers" / "node-relay"
 VENV_BIN: Final = REPO / ".venv" / "bin"
 
-LOOPBACK: Final = "127.0.0.1"
 SERVER_CPU: Final = 0
 CLIENT_CPU: Final = 1
-HEALTH_TIMEOUT_S: Final = 20.0
-HEALTH_POLL_S: Final = 0.1
-STOP_GRACE_S: Final = 3.0
-CPU_SAMPLE_INTERVAL_S: Final = 0.05
-OTHER_LOAD_SCAN_S: Final = 0.5  # full /proc scans: server tree refresh and other processes' CPU
 QUIET_PROBE_S: Final = 1.0
 CLIENT_SETUP_TIMEOUT_S: Final = 30.0
 CLIENT_EVENT_TIMEOUT_S: Final = 10.0
 CLIENT_TIMEOUT_MARGIN_S: Final = 20.0
 NPM_TIMEOUT_S: Final = 300.0
-LOCK_PATH: Final = OUT_DIR / ".bench_relay.lock"
-LOCK_WAIT_S: Final = 900.0
 BUILD_TIMEOUT_S: Final = 120.0
 FD_MARGIN: Final = 256  # descriptors beyond the M + W sockets, for each process
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 @attrs.frozen
@@ -158,243 +151,6 @@ def builtin_servers() -> dict[str, ServerSpec]:
     }
 
 
-def raise_fd_limit(needed: int) -> int:
-    """Raises the soft RLIMIT_NOFILE (inherited by the server and the client) up to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    if soft < needed:
-        print(f"warning: RLIMIT_NOFILE is {soft}, below the {needed} the largest M needs", file=sys.stderr)
-    return soft
-
-
-@contextlib.contextmanager
-def exclusive_cores() -> Iterator[None]:
-    """Holds a lock so that two copies of this benchmark never share the two pinned cores."""
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    with LOCK_PATH.open("a+") as lock:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        told = False
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"another bench_relay still holds {LOCK_PATH} after {LOCK_WAIT_S:.0f} s")
-                if not told:
-                    lock.seek(0)
-                    print(f"waiting for another bench_relay ({lock.read().strip() or 'unknown pid'}) to finish",
-                          file=sys.stderr)
-                    told = True
-                time.sleep(1.0)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}\n")
-        lock.flush()
-        yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > max(SERVER_CPU, CLIENT_CPU):
-        return ["taskset", "-c", str(cpu), *argv]
-    return list(argv)
-
-
-# ------------------------------------------------------------------------------------------------ /proc
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields 3 (state) on of /proc/PID/stat, then the name; the name may hold spaces and parentheses."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    head, _, tail = raw.rpartition(")")
-    return [*tail.split(), head.partition("(")[2]]
-
-
-@attrs.frozen
-class ProcInfo:
-    name: str
-    ppid: int
-    cpu_s: float  # utime + stime: all threads, dead threads included
-    start_ticks: int
-
-
-def scan_processes() -> dict[int, ProcInfo]:
-    """Every live process, from one pass over /proc."""
-    procs: dict[int, ProcInfo] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (f := _stat_fields(int(entry.name))):
-            procs[int(entry.name)] = ProcInfo(f[-1], int(f[1]), (int(f[11]) + int(f[12])) / CLK_TCK, int(f[19]))
-    return procs
-
-
-def descendants(procs: dict[int, ProcInfo], root: int) -> set[int]:
-    """The root and every live process below it."""
-    children: dict[int, list[int]] = {}
-    for pid, info in procs.items():
-        children.setdefault(info.ppid, []).append(pid)
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        if fields := _stat_fields(pid):
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
-def rss_mib(pids: Sequence[int]) -> float:
-    total_kib = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kib += int(line.split()[1])
-        except OSError:
-            pass
-    return total_kib / 1024
-
-
-def cpu_steal_jiffies() -> tuple[int, int]:
-    """(steal, total) jiffies over all CPUs, from the first line of /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return values[7] if len(values) > 7 else 0, sum(values[:8])
-
-
-def _boot_ticks_now() -> int:
-    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * CLK_TCK)
-
-
-class OtherLoad:
-    """Accumulates the CPU time of every user process outside this benchmark's own tree.
-
-    Other sessions may run test suites on the same two cores; a run they overlap is not a clean
-    measurement. Kernel threads (children of kthreadd) are left out: softirq and kworker time is
-    mostly the benchmark's own loopback traffic. A process born and gone between two scans is missed.
-    """
-
-    def __init__(self) -> None:
-        self._me = os.getpid()
-        self._last: dict[int, float] = {}
-        self._last_ticks = _boot_ticks_now()
-        self.total_s = 0.0
-        self.by_name: dict[str, float] = {}
-        self.scan()
-
-    def scan(self) -> dict[int, ProcInfo]:
-        procs = scan_processes()
-        ours = descendants(procs, self._me)
-        now_ticks = _boot_ticks_now()
-        seen: dict[int, float] = {}
-        for pid, info in procs.items():
-            if pid in ours or pid == 2 or info.ppid == 2:
-                continue
-            seen[pid] = info.cpu_s
-            if pid in self._last:
-                used = max(0.0, info.cpu_s - self._last[pid])
-            elif info.start_ticks >= self._last_ticks:  # born since the last scan
-                used = info.cpu_s
-            else:
-                continue
-            self.total_s += used
-            self.by_name[info.name] = self.by_name.get(info.name, 0.0) + used
-        self._last, self._last_ticks = seen, now_ticks
-        return procs
-
-    def top_since(self, before: dict[str, float], count: int = 3) -> list[tuple[str, float]]:
-        """The process names that used the most CPU seconds since the `before` copy of by_name."""
-        used = {n: s - before.get(n, 0.0) for n, s in self.by_name.items()}
-        return [(n, round(s, 2)) for n, s in sorted(used.items(), key=lambda x: -x[1])[:count] if s > 0]
-
-    def measure_pct(self, seconds: float) -> float:
-        """Other processes' CPU over the next `seconds`, in % of one core."""
-        before = self.total_s
-        time.sleep(seconds)
-        self.scan()
-        return 100 * (self.total_s - before) / seconds
-
-
-class CpuSampler:
-    """Samples the server tree's CPU seconds, and other processes' CPU, on CLOCK_MONOTONIC.
-
-    The client reports its measured window in CLOCK_MONOTONIC ns; `at` reads the server's CPU time
-    off these samples at any instant, interpolating between the two nearest.
-    """
-
-    def __init__(self, root: int, other: OtherLoad) -> None:
-        self._root = root
-        self._other = other
-        self._pids = sorted(descendants(other.scan(), root))
-        self.samples: list[tuple[int, float]] = []
-        self.other_samples: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
-
-    def __enter__(self) -> CpuSampler:
-        self._sample(full=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sample(full=True)
-
-    def _sample(self, *, full: bool) -> None:
-        if full:
-            self._pids = sorted(descendants(self._other.scan(), self._root))
-            self.other_samples.append((time.monotonic_ns(), self._other.total_s))
-        self.samples.append((time.monotonic_ns(), cpu_seconds(self._pids)))
-
-    def _run(self) -> None:
-        last_full = time.monotonic()
-        while not self._stop.wait(CPU_SAMPLE_INTERVAL_S):
-            full = time.monotonic() - last_full >= OTHER_LOAD_SCAN_S
-            if full:
-                last_full = time.monotonic()
-            self._sample(full=full)
-
-    @property
-    def pids(self) -> list[int]:
-        return list(self._pids)
-
-    def at(self, t_ns: int) -> float:
-        """The server's CPU seconds at t_ns."""
-        return _interpolate(self.samples, t_ns)
-
-    def other_at(self, t_ns: int) -> float:
-        """Other processes' accumulated CPU seconds at t_ns."""
-        return _interpolate(self.other_samples, t_ns)
-
-
-def _interpolate(samples: list[tuple[int, float]], t_ns: int) -> float:
-    times = [t for t, _ in samples]
-    i = bisect.bisect_left(times, t_ns)
-    if i <= 0:
-        return samples[0][1]
-    if i >= len(samples):
-        return samples[-1][1]
-    (t0, c0), (t1, c1) = samples[i - 1], samples[i]
-    return c0 + (c1 - c0) * (t_ns - t0) / max(1, t1 - t0)
-
-
 # ------------------------------------------------------------------------------------------------ one run
 
 
@@ -410,42 +166,6 @@ def start_server(spec: ServerSpec, port: int, log_path: Path) -> subprocess.Pope
     finally:
         log.close()
 
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int) -> str | None:
-    """Polls GET /health until it answers "ok"; returns why it never did, or None."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return f"server exited with code {proc.returncode} before /health answered"
-        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=1.0)
-        try:
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            body = resp.read().decode(errors="replace").strip()
-            if resp.status == 200 and body.strip('"') == "ok":
-                return None
-            last = f"HTTP {resp.status} {body[:80]!r}"
-        except OSError as exc:
-            last = str(exc)
-        finally:
-            conn.close()
-        time.sleep(HEALTH_POLL_S)
-    return f"/health did not answer ok within {HEALTH_TIMEOUT_S:.0f} s ({last})"
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's own process group (its session was created for it), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=STOP_GRACE_S)
-    except ProcessLookupError:
-        pass
 
 
 def client_bound_s(m: int, cfg: ClientConfig) -> float:
@@ -485,11 +205,7 @@ class NoisePolicy:
 
 def wait_for_quiet(other: OtherLoad, noise: NoisePolicy) -> float:
     """Waits, bounded, until other processes use at most the threshold; returns the last reading (%)."""
-    deadline = time.monotonic() + noise.quiet_wait_s
-    while True:
-        pct = other.measure_pct(QUIET_PROBE_S)
-        if pct <= noise.max_other_cpu_pct or time.monotonic() >= deadline:
-            return pct
+    return wait_quiet(other, noise.max_other_cpu_pct, noise.quiet_wait_s, QUIET_PROBE_S)
 
 
 def one_run(spec: ServerSpec, m: int, rep: int, cfg: ClientConfig, run_dir: Path, other: OtherLoad,
@@ -539,107 +255,8 @@ def one_run(spec: ServerSpec, m: int, rep: int, cfg: ClientConfig, run_dir: Path
         stop_server(proc)
 
 
-# ------------------------------------------------------------------------------------------------ report
 
-
-def _num(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}".replace(",", " ")
-
-
-def _spread(values: Sequence[float], digits: int = 0) -> str:
-    if not values:
-        return "–"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return _num(med, digits)
-    return f"{_num(med, digits)} ({_num(min(values), digits)}–{_num(max(values), digits)})"
-
-
-def _metric(run: dict[str, Any], name: str) -> float | None:
-    c = run.get("client", {})
-    b = c.get("phase_b", {})
-    values: dict[str, Any] = {
-        "deliveries_per_s": b.get("deliveries_per_s"),
-        "events_per_s": b.get("events_per_s"),
-        "p50": b.get("latency_ms", {}).get("p50"),
-        "p99": b.get("latency_ms", {}).get("p99"),
-        "max": b.get("latency_ms", {}).get("max"),
-        "tta_p50": c.get("phase_a", {}).get("time_to_all_ms", {}).get("p50"),
-        "cpu_us": run.get("server_cpu_us_per_delivery"),
-        "cpu_pct": run.get("server_cpu_pct"),
-        "client_cpu": c.get("client_cpu_pct"),
-        "other_cpu": run.get("other_cpu_pct"),
-        "missing": b.get("missing"),
-        "mismatch": c.get("checks", {}).get("order_mismatch_subs"),
-        "seq_bad": c.get("checks", {}).get("seq_violations"),
-    }
-    v = values[name]
-    return None if v is None or (isinstance(v, (int, float)) and v < 0) else float(v)
-
-
-def _values(runs: list[dict[str, Any]], name: str) -> list[float]:
-    return [v for r in runs if r.get("ok") and (v := _metric(r, name)) is not None]
-
-
-def counted_runs(records: list[dict[str, Any]], name: str, m: int) -> tuple[list[dict[str, Any]], bool]:
-    """The runs a table cell is made of: the clean ones, else (flagged) every completed one."""
-    done = [r for r in records if r["server"] == name and r["m"] == m and r.get("ok")]
-    clean = [r for r in done if not r.get("noisy")]
-    return (clean, False) if clean else (done, bool(done))
-
-
-def summarize(records: list[dict[str, Any]], servers: Sequence[str], ms: Sequence[int],
-              unavailable: dict[str, str]) -> str:
-    out = [
-        "| M | server | deliveries/s | events/s to all M | latency p50 ms | p99 ms | max ms "
-        "| time-to-all p50 ms (single event) | server CPU µs/delivery | server CPU % | client CPU % "
-        "| other procs CPU % | missing | order mismatch | seq violations | runs clean/total |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    flagged = False
-    for m in ms:
-        for name in servers:
-            if name in unavailable:
-                out.append(f"| {m} | {name} | n/a: {unavailable[name]} |" + " |" * 13)
-                continue
-            runs, noisy = counted_runs(records, name, m)
-            flagged |= noisy
-            total = [r for r in records if r["server"] == name and r["m"] == m]
-            clean = [r for r in total if r.get("ok") and not r.get("noisy")]
-            out.append(
-                f"| {m} | {name}{' †' if noisy else ''} | {_spread(_values(runs, 'deliveries_per_s'))} "
-                f"| {_spread(_values(runs, 'events_per_s'), 1)} | {_spread(_values(runs, 'p50'), 2)} "
-                f"| {_spread(_values(runs, 'p99'), 2)} | {_spread(_values(runs, 'max'), 1)} "
-                f"| {_spread(_values(runs, 'tta_p50'), 2)} | {_spread(_values(runs, 'cpu_us'), 2)} "
-                f"| {_spread(_values(runs, 'cpu_pct'))} | {_spread(_values(runs, 'client_cpu'))} "
-                f"| {_spread(_values(runs, 'other_cpu'))} "
-                f"| {_num(sum(_values(runs, 'missing')))} | {_num(sum(_values(runs, 'mismatch')))} "
-                f"| {_num(sum(_values(runs, 'seq_bad')))} | {len(clean)}/{len(total)} |"
-            )
-    if flagged:
-        out += ["", "† no clean run: these figures come from runs that other processes on the machine disturbed."]
-    others = [s for s in servers if s != "node" and s not in unavailable]
-    if "node" in servers and "node" not in unavailable and others:
-        out += [
-            "",
-            "Ratios of medians, server / node (deliveries/s: higher is better; latency and CPU: lower is better):",
-            "",
-            "| M | server | deliveries/s | latency p50 | latency p99 | time-to-all p50 | server CPU µs/delivery |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for m in ms:
-            base, _ = counted_runs(records, "node", m)
-            for name in others:
-                runs, _ = counted_runs(records, name, m)
-                cells = []
-                for metric in ("deliveries_per_s", "p50", "p99", "tta_p50", "cpu_us"):
-                    a, b = _values(runs, metric), _values(base, metric)
-                    cells.append(f"{statistics.median(a) / statistics.median(b):.2f}×"
-                                 if a and b and statistics.median(b) else "n/a")
-                out.append(f"| {m} | {name} | " + " | ".join(cells) + " |")
-    elif unavailable:
-        out += ["", "No ratios: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items())]
-    return "\n".join(out)
+# ------------------------------------------------------------------------------------------------ environment
 
 
 def environment() -> dict[str, Any]:
@@ -775,7 +392,7 @@ def _progress(r: dict[str, Any], rep: int, repeats: int) -> str:
         return f"{head} FAILED: {r.get('error')} (log: {r.get('log')})"
     c = r["client"]
     b = c["phase_b"]
-    return (f"{head} {_num(b['deliveries_per_s'])} deliveries/s, {b['events_per_s']:.1f} events/s, "
+    return (f"{head} {num(b['deliveries_per_s'])} deliveries/s, {b['events_per_s']:.1f} events/s, "
             f"p50 {b['latency_ms']['p50']:.2f} ms, p99 {b['latency_ms']['p99']:.2f} ms, "
             f"time-to-all p50 {c['phase_a']['time_to_all_ms']['p50']:.2f} ms, "
             f"server {r.get('server_cpu_us_per_delivery')} µs/delivery at {r.get('server_cpu_pct')} % CPU, "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 import attrs
 
 if TYPE_CHECKING:
-    from centralita.demo import DemoResult, Turn
+    from centralita.demo_result import DemoResult, Turn
 
 BAR_COLUMNS: Final = 32
 #: A waterfall's bars are scaled to its slowest stage, but never to less than this (so a fast

@@ -20,13 +20,14 @@ is still queued in it — intact; producers outside the restarted group never no
 is cancelled at once (a nested supervisor is still asked to stop first, within ``shutdown_s``).
 
 All timing is trio time, so tests run on `trio.testing.MockClock`. A supervisor runs once, and all
-of its methods must be called from the trio thread.
+of its methods must be called from the trio thread. The restart rules themselves are plain
+decisions in `supervisor.restart_policy`; how endings are told (exit reasons, unwrapping what
+escapes the nursery) is `supervisor.exits`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TypeAlias
 
 import trio
@@ -35,13 +36,16 @@ from .events import (
     OBSERVER_EVENTS, ChildExited, ChildRestarting, IntensityExceeded, Observers, SupervisorEvent,
     SupervisorStopped,
 )
+from .exits import exit_reason, reraise_unwrapped
 from .incarnation import LIVE, ChildRecord, Incarnation, StartedSignal
 from .mailbox import MailboxReceiver
 from .outcomes import (
-    ChildInfo, ChildStartFailed, ChildState, SupervisorError, SupervisorExit, SupervisorGaveUp,
-    SupervisorNotRunning,
+    ChildInfo, ChildStartFailed, ChildState, SupervisorExit, SupervisorGaveUp, SupervisorNotRunning,
 )
-from .spec import AutoShutdown, ChildSpec, Restart, Strategy, SupervisorSpec
+from .restart_policy import (
+    RestartIntensity, auto_shutdown_reason, next_restart_delay_s, restart_group, wants_restart,
+)
+from .spec import ChildSpec, Restart, SupervisorSpec
 
 __all__ = ["Supervisor"]
 
@@ -70,7 +74,7 @@ class Supervisor:
         self._accepting = False
         self._stop_reason: str | None = None
         self._gave_up: tuple[str, BaseException | None, str] | None = None
-        self._restart_times: deque[float] = deque()
+        self._intensity = RestartIntensity(spec.max_restarts, spec.period_s)
         self._stopped_published = False
         self._observers = Observers(spec.name)
 
@@ -139,7 +143,7 @@ class Supervisor:
                     await self._shutdown()
                     nursery.cancel_scope.cancel()  # nothing should be left; make sure of it
             except BaseExceptionGroup as group:
-                _reraise_unwrapped(self.name, group)
+                reraise_unwrapped(self.name, group)
         finally:
             self._accepting = False
             for spec in self.spec.children:
@@ -250,33 +254,25 @@ class Supervisor:
             return  # already dealt with (stopped by us, or a stale report)
         error = self._record_exit(child, inc)
         spec = child.spec
-        restart = spec.restart is Restart.PERMANENT or (
-            spec.restart is Restart.TRANSIENT and error is not None)
-        if self._stop_reason is not None or not restart:
+        if self._stop_reason is not None or not wants_restart(spec, error):
             self._end_for_good(child)
             if self._stop_reason is None:
-                self._check_auto_shutdown(child)
+                why = auto_shutdown_reason(self.spec.auto_shutdown, child, self._children.values())
+                if why is not None:
+                    self.stop(why)
             return
         now = trio.current_time()
-        times = self._restart_times
-        times.append(now)
-        while times[0] <= now - self.spec.period_s:
-            times.popleft()
-        if len(times) > self.spec.max_restarts:
+        if self._intensity.exceeded_by_restart_at(now):
             self._publish(IntensityExceeded(self.name, spec.name, self.spec.max_restarts,
                                             self.spec.period_s, error, now))
             self._end_for_good(child)
             self._give_up(spec.name, error, f"exceeded {self.spec.max_restarts} restarts "
                           f"in {self.spec.period_s:g}s")
             return
-        if inc.started_at is not None and now - inc.started_at >= self.spec.period_s:
-            child.consecutive = 0
-        backoff = self.spec.backoff
-        delay = 0.0 if backoff is None else backoff.delay_s(child.consecutive)
-        child.consecutive += 1
+        delay = next_restart_delay_s(self.spec, child, inc, now)
         child.state = ChildState.RESTARTING
         child.restart_due = math.inf
-        group = self._restart_group(child)
+        group = restart_group(self.spec.strategy, list(self._children.values()), child)
         for sibling in reversed(group):
             sib_inc = sibling.incarnation
             if sibling is not child and sibling.state is ChildState.RUNNING and sib_inc:
@@ -298,24 +294,6 @@ class Supervisor:
             member.restarts += 1
             self._publish(ChildRestarting(self.name, member.spec.name, delay, spec.name,
                                           trio.current_time()))
-
-    def _restart_group(self, child: ChildRecord) -> list[ChildRecord]:
-        order = list(self._children.values())
-        if self.spec.strategy is Strategy.ONE_FOR_ALL:
-            return order
-        if self.spec.strategy is Strategy.REST_FOR_ONE:
-            return order[order.index(child):]
-        return [child]
-
-    def _check_auto_shutdown(self, child: ChildRecord) -> None:
-        # Only a child ending by itself counts, as in OTP (not one the supervisor terminated).
-        mode = self.spec.auto_shutdown
-        if not child.spec.significant or mode is AutoShutdown.NEVER:
-            return
-        if mode is AutoShutdown.ANY_SIGNIFICANT:
-            self.stop(f"significant child {child.spec.name!r} exited")
-        elif not any(c.spec.significant for c in self._children.values()):
-            self.stop("all significant children exited")
 
     def _give_up(self, child: str, error: BaseException | None, why: str) -> None:
         self._gave_up = (child, error, why)
@@ -410,19 +388,9 @@ class Supervisor:
 
     def _record_exit(self, child: ChildRecord, inc: Incarnation) -> Exception | None:
         inc.handled = True
-        error = inc.error
-        if error is not None:
-            kind = type(error).__name__
-            reason = f"raised {kind}" if inc.started else f"failed to start: {kind}"
-        elif inc.scope.cancelled_caught:
-            reason = "cancelled"
-        elif inc.stop_requested:
-            reason = "stopped"
-        else:
-            reason = "returned"
-        self._publish(ChildExited(self.name, child.spec.name, inc.number, reason, error,
-                                  trio.current_time()))
-        return error
+        self._publish(ChildExited(self.name, child.spec.name, inc.number, exit_reason(inc),
+                                  inc.error, trio.current_time()))
+        return inc.error
 
     def _end_for_good(self, child: ChildRecord) -> None:
         if child.gone.is_set():
@@ -440,16 +408,3 @@ def _close_all(spec: ChildSpec) -> None:
     for channel in spec.channels.values():
         channel.close()
 
-
-def _reraise_unwrapped(name: str, group: BaseExceptionGroup[BaseException]) -> None:
-    """Turn what escaped the nursery into one exception: KeyboardInterrupt/SystemExit bare,
-    outside cancellation untouched, anything else (a supervisor bug) as a SupervisorError."""
-    fatal = group.subgroup((KeyboardInterrupt, SystemExit))
-    if fatal is not None:
-        leaf: BaseException = fatal
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf
-    if group.split(trio.Cancelled)[1] is None:
-        raise group
-    raise SupervisorError(f"supervisor {name!r} failed internally") from group

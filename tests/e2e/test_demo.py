@@ -20,8 +20,8 @@ import pytest
 from actors.scripted_llm import DialogueScript, normalise_words
 from bench.emulators.caller_audio import espeak_available
 from bench.emulators.telnyx_caller import CallerRecord, PlayoutSegment
-from centralita.demo import (DemoOptions, DemoResult, Engines, Turn, _judge, demo_settings,
-                             main, run_demo)
+from centralita.demo import DemoOptions, DemoResult, Engines, Turn, demo_settings, main, run_demo
+from centralita.demo_result import judge
 from centralita.demo_view import DemoView
 from centralita.settings import Engine
 
@@ -124,7 +124,7 @@ def test_no_silent_success(segments: list[tuple[float, float]], reply: str,
     result = DemoResult(engines=Engines(Engine.LOCAL, Engine.LOCAL, Engine.LOCAL, language="en"),
                         turns=[_answered("balance", reply, "what is my balance")],
                         events=[{"type": "final", "turnId": "t-1", "text": "what is my balance"}])
-    _judge(result, _record(segments), script, result.engines)
+    judge(result, _record(segments), script, result.engines)
     if failure is None:
         assert result.ok and result.turns[0].understood
     else:
