@@ -48,6 +48,8 @@ REPLAY_LIMIT_S: Final = 30.0
 WS_QUEUE_MESSAGES: Final = 16
 #: Replayed audio goes out in 200 ms messages: Deepgram takes it faster than real time.
 REPLAY_BATCH_FRAMES: Final = 10
+#: Frames already queued when a message goes out join it, up to this many (200 ms of audio).
+COALESCE_MAX_FRAMES: Final = 10
 #: Call times closer than this count as equal (frame contiguity, "already finalised").
 TIME_TOLERANCE_S: Final = 0.001
 #: A SpeechStarted this close to one already reported is that onset heard again in a replay.
@@ -232,7 +234,7 @@ class DeepgramLink:
             async with trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
                 nursery.start_soon(self._read, conn)
-                await self._write(conn, inbox)
+                await self._write(conn, inbox, nursery)
                 if conn.close_stream_sent:  # end of input: wait for the last results
                     with trio.move_on_after(self.close_timeout_s) as waiting:
                         await conn.ended.wait()
@@ -252,8 +254,14 @@ class DeepgramLink:
         if conn.given_outputs and not conn.outputs:
             self._log(logging.INFO, "every output is closed; stopping")
 
-    async def _write(self, conn: _Connection, inbox: MailboxReceiver[AudioFrame]) -> None:
-        """Replay, then forward audio (KeepAlive when idle), then CloseStream at end of input."""
+    async def _write(self, conn: _Connection, inbox: MailboxReceiver[AudioFrame],
+                     nursery: trio.Nursery) -> None:
+        """Replay, then forward audio, then CloseStream at end of input; KeepAlive runs beside.
+
+        The common case (one frame per message) waits on the inbox with no deadline: a cancel
+        scope per 20 ms frame is a measurable share of a listening call's CPU. Only a partly
+        filled batch waits with one (it goes out after one batch's worth of audio at most).
+        """
         try:
             replay = list(self._replay)
             for i in range(0, len(replay), REPLAY_BATCH_FRAMES):
@@ -261,32 +269,63 @@ class DeepgramLink:
             self._counts["replayed_frames"] += len(replay)
             # Nothing replayed: a KeepAlive at once (a new socket must hear from us within 10 s).
             conn.keepalive_due = trio.current_time() + (self.keepalive_s if replay else 0.0)
+            nursery.start_soon(self._keep_alive, conn)
             batch: list[AudioFrame] = []
-            batch_due = math.inf  # a partial batch waits at most one batch's worth of audio
+            batch_due = math.inf
             while True:
                 frame: AudioFrame | None = None
-                with trio.move_on_at(min(conn.keepalive_due, batch_due)):
-                    try:
+                try:
+                    if batch:
+                        with trio.move_on_at(batch_due):
+                            frame = await inbox.receive()
+                    else:
                         frame = await inbox.receive()
-                    except trio.EndOfChannel:
-                        break
-                if frame is None and not batch:
-                    await self._send(conn, KEEPALIVE_TEXT)
-                    self._counts["keepalives_sent"] += 1
-                    conn.keepalive_due = trio.current_time() + self.keepalive_s
-                    continue
+                except trio.EndOfChannel:
+                    break
                 accepted = None if frame is None else self._accept(frame)
                 if accepted is not None:
                     if not batch:
                         batch_due = trio.current_time() + self.batch_frames * FRAME_S
                     batch.append(accepted)
                 if batch and (frame is None or len(batch) >= self.batch_frames):
+                    ended = self._take_waiting(inbox, batch)
                     await self._send_audio(conn, batch)
                     batch, batch_due = [], math.inf
+                    if ended:
+                        break
             if batch:
                 await self._send_audio(conn, batch)
             conn.close_stream_sent = True  # before sending: the server may close at once
             await self._send(conn, _CLOSE_STREAM_TEXT)
+        except _ConnectionOver:
+            return
+
+    def _take_waiting(self, inbox: MailboxReceiver[AudioFrame], batch: list[AudioFrame]) -> bool:
+        """Add the frames already waiting in the inbox to ``batch`` (up to `COALESCE_MAX_FRAMES`):
+        behind schedule (a burst, a pause), the backlog goes out in fewer messages, with no
+        frame held back to wait for another. True if the inbox has ended."""
+        while len(batch) < COALESCE_MAX_FRAMES:
+            try:
+                frame = inbox.receive_nowait()
+            except trio.WouldBlock:
+                return False
+            except trio.EndOfChannel:
+                return True
+            accepted = self._accept(frame)
+            if accepted is not None:
+                batch.append(accepted)
+        return False
+
+    async def _keep_alive(self, conn: _Connection) -> None:
+        """``KeepAlive`` whenever no audio has gone out for ``keepalive_s`` (every send moves
+        ``conn.keepalive_due``); Deepgram closes a socket that hears nothing for ~10 s."""
+        try:
+            while not conn.close_stream_sent:
+                if trio.current_time() >= conn.keepalive_due:
+                    await self._send(conn, KEEPALIVE_TEXT)
+                    self._counts["keepalives_sent"] += 1
+                    conn.keepalive_due = trio.current_time() + self.keepalive_s
+                await trio.sleep_until(conn.keepalive_due)
         except _ConnectionOver:
             return
 

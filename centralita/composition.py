@@ -40,7 +40,7 @@ from centralita.calls import CallRegistry
 from centralita.metrics import TurnLatencyMetrics, metrics_route, new_registry
 from centralita.relay_hub import RelayHub
 from centralita.routes_calls import CallControl, mount_disabled
-from centralita.routes_media import BuildCall, MediaRoutes, StreamTokens
+from centralita.routes_media import BuildCall, MediaRoutes, MediaStreamRoute, StreamTokens
 from centralita.routes_relay import RelayRoutes
 from centralita.settings import Engine, Settings
 from supervisor import SupervisorSpec
@@ -290,7 +290,7 @@ def build_service_app(settings: Settings) -> tuple[App, Service]:
     app.services.append(service.run_clients)
     app.services.append(service.run_relay_client)
     app.services.append(service.registry.run)
-    app.websocket_routes["/stream/media"] = service.media.stream
+    app.websocket_routes["/stream/media"] = MediaStreamRoute(service.media)
     mount_call_control(app, service)
     # Drain order matters: calls stop first (their last events reach the hub), then the relay.
     app.drain_hooks.append(service.registry.stop_all)

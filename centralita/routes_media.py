@@ -5,6 +5,10 @@ per-call token issued by our call control, or the static ``TELNYX_STREAM_TOKEN``
 the handshake and no call exists. We read ``connected`` and ``start``, then hand the socket to a
 new call supervisor in the registry and wait for the call to end; the socket is closed here with
 a code that says why (1000 stream over, 1001 service going away, 1011 the call failed).
+
+The front door hands upgrades to :class:`MediaStreamRoute`, whose calls read and write the raw
+socket (:mod:`centralita.media_socket`); :meth:`MediaRoutes.stream` is the same route through
+hypercorn's ASGI, for upgrades that reach it anyway.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from actors.messages import CallInfo
 from actors.ports import MediaSocket
 from centralita.asgi import Receive, Scope, Send, header, refuse_websocket
 from centralita.calls import CallOutcome, CallRegistry, CallsUnavailable
+from centralita.front_door import WebSocketUpgrade
+from centralita.media_socket import CLOSE_HANDSHAKE_TIMEOUT_S, MAX_MESSAGE_BYTES, RawMediaSocket
 from protocols import telnyx_media as wire
 from protocols.audio import AudioFormat
 from protocols.errors import RemoteProtocolError
-from supervisor import ChildStartFailed, SupervisorSpec
+from supervisor import ChildStartFailed, SupervisorSpec, cleanup_scope
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ CLOSE_POLICY: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_LATER: Final = 1013
 _TOKEN_HEADER: Final = wire.AUTH_TOKEN_HEADER.lower().encode()
+TOKEN_REFUSAL: Final = f"missing or unknown {wire.AUTH_TOKEN_HEADER}"
 
 BuildCall = Callable[[CallInfo, MediaSocket, int], SupervisorSpec]
 
@@ -100,24 +107,42 @@ def close_code_for(outcome: CallOutcome | None) -> int:
 
 @attrs.define(eq=False)
 class MediaRoutes:
+    """The call's side of ``/stream/media``, whichever way the socket arrived.
+
+    :class:`MediaStreamRoute` serves upgrades the front door hands over (the normal path); the ASGI
+    handler :meth:`stream` serves those that reach hypercorn anyway (an upgrade on a reused
+    keep-alive connection, or the app served without the front door). Both check the token the same
+    way and then run :meth:`serve_call`.
+    """
+
     registry: CallRegistry
     build_call: BuildCall
     tokens: StreamTokens
     start_timeout_s: float = START_TIMEOUT_S
 
-    async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        first = await receive()
-        if first["type"] != "websocket.connect":
-            return
+    def check_token(self, scope: Scope) -> str | None:
+        """Our call id for the upgrade's stream token; None (logged) for a stranger."""
         raw = header(scope, _TOKEN_HEADER)
         call_id = self.tokens.call_id_for(raw.decode("latin-1") if raw else None)
         if call_id is None:
             log.warning("media stream refused: bad or missing stream token",
                         extra={"client": str(scope.get("client"))})
-            await refuse_websocket(send, 401, f"missing or unknown {wire.AUTH_TOKEN_HEADER}")
+        return call_id
+
+    async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI handler (see the class docstring)."""
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        call_id = self.check_token(scope)
+        if call_id is None:
+            await refuse_websocket(send, 401, TOKEN_REFUSAL)
             return
         await send({"type": "websocket.accept"})
-        socket = AsgiMediaSocket(receive, send)
+        await self.serve_call(AsgiMediaSocket(receive, send), call_id)
+
+    async def serve_call(self, socket: MediaSocket, call_id: str) -> None:
+        """Read ``start``, run the call in the registry until it ends, close with a fitting code."""
         start = await self._await_start(socket, call_id)
         if start is None:
             return
@@ -147,7 +172,7 @@ class MediaRoutes:
         await handle.done.wait()
         await socket.close(close_code_for(handle.outcome), "call ended")
 
-    async def _await_start(self, socket: AsgiMediaSocket, call_id: str) -> wire.Start | None:
+    async def _await_start(self, socket: MediaSocket, call_id: str) -> wire.Start | None:
         """Read ``connected`` (optional) and ``start``; close politely on anything else."""
         with trio.move_on_after(self.start_timeout_s):
             while True:
@@ -168,3 +193,37 @@ class MediaRoutes:
         log.warning("no start frame in time", extra={"call_id": call_id})
         await socket.close(CLOSE_POLICY, "no start frame")
         return None
+
+
+@attrs.define(eq=False)
+class MediaStreamRoute:
+    """``/stream/media`` as a :class:`~centralita.front_door.SocketRoute`: the raw-socket path.
+
+    The front door hands it upgrades; the socket becomes a :class:`RawMediaSocket` the call's
+    actors read and write directly (see :mod:`centralita.media_socket` for why). Called as an ASGI
+    app (an upgrade that reached hypercorn), it is :meth:`MediaRoutes.stream`.
+    """
+
+    routes: MediaRoutes
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # nothing route-wide: each call owns its socket
+
+    async def serve_upgrade(self, upgrade: WebSocketUpgrade) -> None:
+        call_id = self.routes.check_token(upgrade.scope)
+        if call_id is None:
+            await upgrade.refuse(401, TOKEN_REFUSAL)
+            return
+        await upgrade.accept()
+        socket = RawMediaSocket(upgrade.sock, upgrade.received,
+                                max_message_bytes=self.max_message_bytes)
+        try:
+            await self.routes.serve_call(socket, call_id)
+        finally:  # cancelled (the server's graceful timeout ran out) or done: close properly
+            with cleanup_scope(CLOSE_HANDSHAKE_TIMEOUT_S):
+                await socket.close(CLOSE_GOING_AWAY, "service shutting down")  # if not yet
+            await socket.finish()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.routes.stream(scope, receive, send)

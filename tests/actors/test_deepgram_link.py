@@ -22,7 +22,8 @@ from trio_websocket import (
 )
 
 from actors.deepgram_link import (
-    RESTART_BACKOFF, DeepgramDropped, DeepgramLink, DeepgramLinkError, DeepgramRejected,
+    COALESCE_MAX_FRAMES, RESTART_BACKOFF, DeepgramDropped, DeepgramLink, DeepgramLinkError,
+    DeepgramRejected,
 )
 from actors.messages import (
     AudioFrame, CallerStartedSpeaking, CallInfo, TranscriptFinal, TranscriptPartial, UtteranceEnded,
@@ -244,10 +245,29 @@ async def test_audio_goes_out_in_order_never_as_an_empty_frame(batch_frames: int
         (session,) = fake.sessions
         assert all(session.audio)
         assert b"".join(session.audio) == b"".join(f.payload for f in sent)
-        assert len(session.audio) == (9 if batch_frames == 1 else 5)  # 4 pairs + a last single
+        # Fed as fast as the inbox takes them: frames found waiting may share a message.
+        assert len(session.audio) <= (9 if batch_frames == 1 else 5)  # 4 pairs + a last single
         assert session.controls[-1] == "CloseStream"
         stats = link.statistics()
         assert (stats.frames_sent, stats.frames_skipped, stats.bytes_sent) == (9, 2, 9 * 160)
+        nursery.cancel_scope.cancel()
+
+
+async def test_frames_found_waiting_share_a_message_and_paced_frames_go_alone() -> None:
+    fake = FakeDeepgram()
+    async with trio.open_nursery() as nursery:
+        link = link_for(await serving(nursery, fake))
+        async with open_actor(link.run, outputs=OUTPUTS) as actor:
+            backlog = frames(COALESCE_MAX_FRAMES + 2)
+            for frame in backlog:  # all queued before the link can run: a backlog
+                actor.inbox.send_nowait(frame)
+            await trio.sleep(0.05)
+            await actor.feed(frames(3, start_s=len(backlog) * 0.02), interval_s=0.05)
+            await trio.sleep(0.05)
+            (session,) = fake.sessions
+            assert [len(m) // 160 for m in session.audio] == [COALESCE_MAX_FRAMES, 2, 1, 1, 1]
+            assert b"".join(session.audio) == b"".join(f.payload for f in backlog) + SILENCE * 3
+        assert link.statistics().frames_sent == COALESCE_MAX_FRAMES + 5
         nursery.cancel_scope.cancel()
 
 
@@ -256,7 +276,9 @@ async def test_a_partial_batch_goes_out_after_one_batch_of_time() -> None:
     async with trio.open_nursery() as nursery:
         link = link_for(await serving(nursery, fake), batch_frames=3, keepalive_s=10.0)
         async with open_actor(link.run, outputs=OUTPUTS) as actor:
-            await actor.feed(frames(4))
+            await actor.feed(frames(3))
+            await trio.sleep(0.01)
+            await actor.feed(frames(1, start_s=0.06))
             await trio.sleep(0.2)  # the fourth frame must not wait for a fifth, or a KeepAlive
             (session,) = fake.sessions
             assert [len(m) for m in session.audio] == [480, 160]
@@ -543,12 +565,12 @@ async def test_a_fatal_close_mid_call_escalates_without_redialling() -> None:
         spec = link.child_spec(inbox=audio_inbox)
         sup = Supervisor(SupervisorSpec("call-1", [spec], backoff=Backoff(initial_s=0.01)))
         await nursery.start(supervise, sup)
-        async with audio_in:
+        async with audio_in:  # input stays open: the call is mid-way, not ending
             for frame in frames(10):
                 await audio_in.send(frame)
-        with trio.fail_after(2):
-            while not gave_up:
-                await trio.sleep(0.01)
+            with trio.fail_after(2):
+                while not gave_up:
+                    await trio.sleep(0.01)
         assert isinstance(gave_up[0].error, DeepgramRejected)
         assert gave_up[0].error.verdict.error_code == "DATA-0000"
         assert len(fake.sessions) == 1  # the restarts never dialled

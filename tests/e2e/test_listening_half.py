@@ -77,6 +77,33 @@ async def test_a_stranger_is_refused_at_the_handshake_and_no_call_exists(stack: 
     assert not stack.deepgram.connections
 
 
+async def test_a_stream_upgraded_on_a_reused_connection_is_served_through_asgi(
+        stack: Stack) -> None:
+    """The front door only sees a connection's first request; a later upgrade reaches hypercorn,
+    and the same route answers it there: refused without a token, accepted with one."""
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    for token, status in ((b"wrong", b"401"), (STATIC_TOKEN.encode(), b"101")):
+        sock = trio.socket.socket()
+        await sock.connect((host, int(port)))
+        async with trio.SocketStream(sock) as stream:
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            with trio.fail_after(5):
+                while not answer.endswith(b"ok"):
+                    answer += await stream.receive_some()
+            await stream.send_all(
+                b"GET /stream/media HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\nx-telnyx-streaming-auth-token: " + token
+                + b"\r\n\r\n")
+            answer = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive_some()
+            assert answer.split(b" ")[1] == status, answer
+    assert not stack.service.registry.calls  # the accepted one never sent start
+
+
 async def test_static_token_is_accepted(stack: Stack) -> None:
     sub = await stack.nursery.start(subscribe_all, stack)
     await run_caller(stack.caller(STATIC_TOKEN, (1.0,), hangup_after_s=3.0))
