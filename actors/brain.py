@@ -2,15 +2,16 @@
 
 Latency is the point: a reply is requested the moment the caller's turn ends (or earlier, on a
 stable interim transcript, see ``preemptive``), and its first speakable chunk goes to the Speaker
-as soon as the LLM has produced one (`actors.speakable`). The LLM sits behind the `LlmEngine`
-port (`actors.llm`).
+as soon as the LLM has produced one. The parts, one job each: this module decides *when* (turns,
+speculation, barge-in, what the caller heard); `actors.reply_generation` makes one reply's chunks
+(LLM stream, retry, fallback; `actors.speakable` cuts them); `actors.conversation` holds the
+history and the phrasing. The LLM sits behind the `LlmEngine` port (`actors.llm`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import unicodedata
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Final
@@ -18,42 +19,29 @@ from typing import Final
 import attrs
 import trio
 
-from actors.llm import ChatMessage, LlmEngine, LlmUnavailable
+from actors.conversation import (
+    CALL_OPENED, DEFAULT_FALLBACK, DEFAULT_GREETING, DEFAULT_SYSTEM_PROMPT, UNKNOWN_NAME,
+    Conversation, fill_name, normalise,
+)
+from actors.llm import ChatMessage, LlmEngine
 from actors.messages import (
     BrainInput, CallerStartedSpeaking, CallInfo, ChunkPlayed, ClearPlayback, DtmfPressed, Hangup,
-    PlaybackCleared, RelayInput, ReplyAudioStarted, ReplyFinished, ReplySpoken, Speak,
-    SpeakerCommand, TranscriptFinal, TranscriptPartial, TurnLatency, UtteranceEnded,
+    PlaybackCleared, RelayInput, ReplyAudioStarted, ReplyFinished, ReplySpoken, SpeakerCommand,
+    TranscriptFinal, TranscriptPartial, TurnLatency, UtteranceEnded,
 )
-from actors.speakable import MarkerFilter, SpeakableChunker
+from actors.reply_generation import REPLY_CHUNKS, STAGES, Reply, ReplyGeneration
 from supervisor import ChildSpec, CloneableChannel, MailboxReceiver, MailboxSender, Restart
 
-__all__ = ["DEFAULT_FALLBACK", "DEFAULT_GREETING", "DEFAULT_SYSTEM_PROMPT", "STAGES", "Brain",
-           "BrainStatistics"]
+__all__ = ["CALL_OPENED", "DEFAULT_FALLBACK", "DEFAULT_GREETING", "DEFAULT_SYSTEM_PROMPT",
+           "REPLY_CHUNKS", "STAGES", "Brain", "BrainStatistics"]
 
 log = logging.getLogger(__name__)
 
 #: A drop-oldest mailbox (or a memory channel): sent to with ``send_nowait``, never waited on.
 RelaySender = MailboxSender[RelayInput] | trio.MemorySendChannel[RelayInput]
 
-DEFAULT_SYSTEM_PROMPT: Final = (
-    "Eres el asistente virtual de una centralita y hablas por teléfono, en español, con un tono "
-    "cercano y profesional; tratas de usted. Nombre de la persona con la que hablas: {nombre}.\n"
-    "Lo que escribes se convierte en voz: contesta con una o dos frases cortas, sin listas, sin "
-    "emojis, sin markdown ni símbolos, y escribe números, horas y fechas como se dicen. Los "
-    "mensajes del usuario son transcripciones automáticas y pueden traer errores: si no entiendes "
-    "algo, pide que lo repitan. \"[tecla N]\" significa que pulsó la tecla N del teléfono."
-)
-DEFAULT_GREETING: Final = "Hola{, nombre}, le habla el asistente virtual. ¿En qué puedo ayudarle?"
-DEFAULT_FALLBACK: Final = "Disculpe, tuve un problema. ¿Podría repetirlo?"
-UNKNOWN_NAME: Final = "desconocido"
 GREETING_TURN: Final = "greeting"
-#: The opening user message when the history starts with the greeting (the API wants user first).
-CALL_OPENED: Final = "(La llamada acaba de empezar.)"
 TURN_TIMEOUT_S: Final = 10.0
-REPLY_CHUNKS: Final = 32  # chunks buffered between the LLM and the Speaker (speculation included)
-#: The latency waterfall of a turn, in order; each stage is call time in seconds.
-STAGES: Final = ("end_of_speech", "stt_final", "llm_request", "llm_first_token", "first_chunk",
-                 "tts_first_audio", "first_frame_sent")
 
 
 @attrs.frozen
@@ -69,24 +57,6 @@ class BrainStatistics:
     dtmf: int = 0
     relay_dropped: int = 0
     history_messages: int = 0
-
-
-@attrs.define(eq=False)
-class _Reply:
-    """One reply: its generation (cancel ``scope``) and what the Speaker says about its playback."""
-
-    reply_id: str
-    turn_id: str
-    text: str  # what it answers (normalised for speculation matching)
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    released: trio.Event = attrs.Factory(trio.Event)  # speculative replies wait to be spoken
-    stages: dict[str, float] = attrs.Factory(dict)
-    produced: int = 0  # chunks cut from the LLM's text
-    sent: list[str] = attrs.Factory(list)  # chunk texts sent to the Speaker, in order
-    played: dict[int, str] = attrs.Factory(dict)  # ChunkPlayed reports
-    failed: bool = False  # a speculation whose LLM request failed: never to be released
-    hangup_after: bool = False
-    latency_sent: bool = False
 
 
 @attrs.define(eq=False)
@@ -126,20 +96,21 @@ class Brain:
     turn_timeout_s: float = TURN_TIMEOUT_S
     hangup_marker: str | None = None  # e.g. "[FIN]": the prompt must tell the LLM when to use it
     # Survives restarts:
-    _history: list[ChatMessage] = attrs.field(factory=list, init=False)
+    _conversation: Conversation = attrs.field(factory=Conversation, init=False)
     _greeted: bool = attrs.field(default=False, init=False)
     _seq: int = attrs.field(default=0, init=False)
     _counts: dict[str, int] = attrs.field(factory=dict, init=False)
     # One run's state (reset by run()):
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _generation: ReplyGeneration | None = attrs.field(default=None, init=False)
     _speaker_out: trio.abc.SendChannel[SpeakerCommand] | None = attrs.field(default=None,
                                                                             init=False)
     _relay_out: RelaySender | None = attrs.field(default=None, init=False)
     _control_out: trio.abc.SendChannel[Hangup] | None = attrs.field(default=None, init=False)
     _speaker_gone: bool = attrs.field(default=False, init=False)
-    _open: dict[str, _Reply] = attrs.field(factory=dict, init=False)  # committed, not yet over
-    _speaking: _Reply | None = attrs.field(default=None, init=False)  # the one barge-in cuts
-    _spec: _Reply | None = attrs.field(default=None, init=False)  # speculative, unreleased
+    _open: dict[str, Reply] = attrs.field(factory=dict, init=False)  # committed, not yet over
+    _speaking: Reply | None = attrs.field(default=None, init=False)  # the one barge-in cuts
+    _spec: Reply | None = attrs.field(default=None, init=False)  # speculative, unreleased
     _turn_id: str | None = attrs.field(default=None, init=False)
     _finals: list[str] = attrs.field(factory=list, init=False)
     _partial: str = attrs.field(default="", init=False)
@@ -148,12 +119,12 @@ class Brain:
     _ended_turn: str | None = attrs.field(default=None, init=False)
 
     def statistics(self) -> BrainStatistics:
-        return BrainStatistics(**self._counts, history_messages=len(self._history))
+        return BrainStatistics(**self._counts, history_messages=len(self._conversation))
 
     @property
     def history(self) -> Sequence[ChatMessage]:
         """The conversation so far, as the LLM will see it (only what was actually spoken)."""
-        return tuple(self._history)
+        return self._conversation.history
 
     def child_spec(self, *, inbox: MailboxReceiver[BrainInput], speaker_out: CloneableChannel,
                    relay_out: CloneableChannel | None = None,
@@ -175,18 +146,33 @@ class Brain:
             self._speaker_gone, self._open, self._speaking, self._spec = False, {}, None, None
             self._ended_turn = None
             self._new_turn()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                if self.greeting is not None and not self._greeted:
-                    self._greeted = True
-                    self._start_reply(GREETING_TURN, _fill(self.greeting, self.call.callee_name))
-                elif self._history and self._history[-1].role == "user":  # restarted mid-turn
-                    self._start_reply("restart", self.fallback_phrase)
-                await self._listen(inbox)
-                nursery.cancel_scope.cancel()  # end of input: a reply now has nobody to hear it
-            if self._speaker_gone:
-                log.info("the Speaker is gone; stopping", extra={"call_id": self.call.call_id})
+            self._generation = ReplyGeneration(
+                llm=self.llm, call_id=self.call.call_id, fallback_phrase=self.fallback_phrase,
+                hangup_marker=self.hangup_marker, turn_timeout_s=self.turn_timeout_s,
+                llm_retry_budget_s=self.llm_retry_budget_s, now=self._now, count=self._count,
+                send=self._to_speaker)
+            try:
+                await self._converse(inbox, task_status)
+            finally:
+                # One line per run, counts cumulative over restarts (the load harness sums them).
+                log.info("brain statistics", extra={"call_id": self.call.call_id,
+                                                    **attrs.asdict(self.statistics())})
+
+    async def _converse(self, inbox: MailboxReceiver[BrainInput],
+                        task_status: trio.TaskStatus[None]) -> None:
+        """The run proper, inside the outputs (see `run`)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            if self.greeting is not None and not self._greeted:
+                self._greeted = True
+                self._start_reply(GREETING_TURN, fill_name(self.greeting, self.call.callee_name))
+            elif self._conversation.awaits_reply():  # restarted mid-turn
+                self._start_reply("restart", self.fallback_phrase)
+            await self._listen(inbox)
+            nursery.cancel_scope.cancel()  # end of input: a reply now has nobody to hear it
+        if self._speaker_gone:
+            log.info("the Speaker is gone; stopping", extra={"call_id": self.call.call_id})
 
     # -- the inbox ------------------------------------------------------------------------------
 
@@ -253,7 +239,7 @@ class Brain:
         self._turn_id = turn_id  # words of an unended earlier turn stay in _finals
 
     def _update_candidate(self) -> None:
-        candidate = _normalise(" ".join([*self._finals, self._partial]))
+        candidate = normalise(" ".join([*self._finals, self._partial]))
         if candidate == self._candidate:
             return
         self._candidate, self._candidate_since = candidate, trio.current_time()
@@ -272,16 +258,16 @@ class Brain:
         self._count("turns")
         await self._barge_in("new turn")  # spoke over a reply too briefly to cut it
         for reply in list(self._open.values()):  # cut, but the Speaker has not said so yet
-            self._close(reply, interrupted=True, played=_played(reply))
-        self._add("user", text)
+            self._close(reply, interrupted=True, played=reply.played_text())
+        self._conversation.add("user", text)
         spec = self._spec
-        if spec is not None and not spec.failed and spec.text == _normalise(text):
+        if spec is not None and not spec.failed and spec.text == normalise(text):
             self._spec, reply = None, spec
             self._count("preempt_hits")
             self._commit(reply)  # its buffered chunks go to the Speaker now
         else:
             self._drop_spec()
-            reply = self._start_reply(turn_id, self._messages())
+            reply = self._start_reply(turn_id, self._conversation.messages())
         reply.stages.update(end_of_speech=end_s, stt_final=stt_final)
         reply.released.set()
 
@@ -291,12 +277,8 @@ class Brain:
 
     def _speculate(self) -> None:
         text = " ".join(t.strip() for t in [*self._finals, self._partial] if t.strip())
-        messages = self._messages()
-        if messages and messages[-1].role == "user":  # an unanswered turn: same user message
-            messages[-1] = ChatMessage("user", f"{messages[-1].content} {text}")
-        else:
-            messages.append(ChatMessage("user", text))
-        self._spec = self._start_reply(self._turn_id or "t-?", messages, speculative=True)
+        self._spec = self._start_reply(self._turn_id or "t-?", self._conversation.messages_with(text),
+                                       speculative=True)
         self._spec.text = self._candidate
 
     def _drop_spec(self) -> None:
@@ -306,17 +288,18 @@ class Brain:
             self._spec = None
 
     def _start_reply(self, turn_id: str, what: list[ChatMessage] | str, *,
-                     speculative: bool = False) -> _Reply:
+                     speculative: bool = False) -> Reply:
         """Start generating ``what``: the messages for the LLM, or a scripted text."""
         assert self._nursery is not None
-        reply = _Reply(f"r-{self._next_seq()}", turn_id, "")
+        reply = Reply(f"r-{self._next_seq()}", turn_id, "")
         if not speculative:
             self._commit(reply)
             reply.released.set()
-        self._nursery.start_soon(self._generate, reply, what)
+        assert self._generation is not None
+        self._nursery.start_soon(self._generation.run, reply, what, self._system())
         return reply
 
-    def _commit(self, reply: _Reply) -> None:
+    def _commit(self, reply: Reply) -> None:
         self._count("replies")
         self._open[reply.reply_id] = self._speaking = reply
 
@@ -331,98 +314,15 @@ class Brain:
         else:  # nothing reached the Speaker: nothing to clear or to remember
             self._close(reply, interrupted=True, played="")
 
-    def _close(self, reply: _Reply, *, interrupted: bool, played: str) -> None:
+    def _close(self, reply: Reply, *, interrupted: bool, played: str) -> None:
         self._open.pop(reply.reply_id, None)
         if self._speaking is reply:
             self._speaking = None
         reply.scope.cancel("reply over")
         if played.strip():
-            self._add("assistant", played.strip())
+            self._conversation.add("assistant", played.strip())
         self._send_latency(reply)
         self._to_relay(ReplySpoken(reply.turn_id, reply.reply_id, played.strip(), interrupted))
-
-    # -- one reply's generation -----------------------------------------------------------------
-
-    async def _generate(self, reply: _Reply, what: list[ChatMessage] | str) -> None:
-        send, receive = trio.open_memory_channel[tuple[str, bool]](REPLY_CHUNKS)
-        with reply.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._produce, reply, what, send)
-                nursery.start_soon(self._deliver, reply, receive)
-
-    async def _produce(self, reply: _Reply, what: list[ChatMessage] | str,
-                       chunks: trio.MemorySendChannel[tuple[str, bool]]) -> None:
-        async with chunks:
-            if isinstance(what, str):
-                chunker = SpeakableChunker()
-                for chunk in chunker.feed(what):
-                    await self._put(reply, chunk, False, chunks)
-                await self._put(reply, chunker.flush() or "", True, chunks)
-                return
-            ok = False
-            with trio.move_on_after(self.turn_timeout_s) as turn:
-                ok = await self._ask_llm(reply, what, chunks)
-            if turn.cancelled_caught:
-                log.warning("no whole reply within %gs", self.turn_timeout_s,
-                            extra={"call_id": self.call.call_id, "reply_id": reply.reply_id})
-            reply.failed = not ok
-            if not ok and reply.released.is_set():  # an unreleased speculation just fails
-                self._count("fallbacks")
-                await chunks.send((self.fallback_phrase, True))
-
-    async def _ask_llm(self, reply: _Reply, messages: list[ChatMessage],
-                       chunks: trio.MemorySendChannel[tuple[str, bool]]) -> bool:
-        """Stream the reply into ``chunks``; False if the fallback phrase must follow."""
-        budget_end = trio.current_time() + self.llm_retry_budget_s
-        reply.stages["llm_request"] = self._now()
-        for attempt in (1, 2):
-            chunker, marker = SpeakableChunker(), MarkerFilter(self.hangup_marker)
-            try:
-                system = self._system()
-                async with self.llm.stream_reply(system=system, messages=messages) as deltas:
-                    async for delta in deltas:
-                        reply.stages.setdefault("llm_first_token", self._now())
-                        for chunk in chunker.feed(marker.feed(delta)):
-                            await self._put(reply, chunk, False, chunks)
-            except LlmUnavailable as exc:
-                self._count("llm_failures")
-                wait_s = exc.retry_after_s or 0.0
-                retry = (exc.kind != "refused" and attempt == 1 and not reply.produced
-                         and trio.current_time() + wait_s <= budget_end)
-                log.log(logging.ERROR if exc.kind == "refused" else logging.WARNING,
-                        "LLM unavailable (%s): %s", exc.kind, "retrying" if retry else "giving up",
-                        extra={"call_id": self.call.call_id, "reply_id": reply.reply_id})
-                if not retry:
-                    return False
-                self._count("llm_retries")
-                await trio.sleep(wait_s)
-                continue
-            for chunk in chunker.feed(marker.flush()):
-                await self._put(reply, chunk, False, chunks)
-            reply.hangup_after = marker.found
-            rest = chunker.flush()
-            if rest is None and not reply.produced:
-                return False  # an empty reply: better the fallback phrase than silence
-            await self._put(reply, rest or "", True, chunks)
-            return True
-        return False
-
-    async def _put(self, reply: _Reply, text: str, last: bool,
-                   chunks: trio.MemorySendChannel[tuple[str, bool]]) -> None:
-        reply.produced += 1
-        await chunks.send((text, last))
-
-    async def _deliver(self, reply: _Reply,
-                       chunks: trio.MemoryReceiveChannel[tuple[str, bool]]) -> None:
-        async with chunks:
-            await reply.released.wait()
-            async for text, last in chunks:
-                if not text and not last:
-                    continue
-                await self._to_speaker(Speak(reply.reply_id, reply.turn_id, len(reply.sent), text,
-                                             last))
-                reply.sent.append(text)
-                reply.stages.setdefault("first_chunk", self._now())
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -445,7 +345,7 @@ class Brain:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._relay_out = None
 
-    def _send_latency(self, reply: _Reply) -> None:
+    def _send_latency(self, reply: Reply) -> None:
         if reply.latency_sent or "first_chunk" not in reply.stages:
             return
         reply.latency_sent = True
@@ -454,19 +354,7 @@ class Brain:
         log.info("turn latency", extra={"call_id": self.call.call_id, "turn_id": reply.turn_id,
                                         "reply_id": reply.reply_id, **dict(stages)})
 
-    # -- history --------------------------------------------------------------------------------
-
-    def _add(self, role: str, text: str) -> None:
-        """Append to the history, merging into the last message if it has the same role."""
-        if self._history and self._history[-1].role == role:
-            text = f"{self._history[-1].content} {text}"
-            self._history.pop()
-        self._history.append(ChatMessage(role, text))  # type: ignore[arg-type]
-
-    def _messages(self) -> list[ChatMessage]:
-        if self._history and self._history[0].role == "assistant":
-            return [ChatMessage("user", CALL_OPENED), *self._history]
-        return list(self._history)
+    # -- helpers ------------------------------------------------------------------------------
 
     def _system(self) -> str:
         return self.system_prompt.replace("{nombre}", self.call.callee_name or UNKNOWN_NAME)
@@ -481,19 +369,3 @@ class Brain:
     def _count(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
 
-
-def _played(reply: _Reply) -> str:
-    return " ".join(reply.played[i] for i in sorted(reply.played) if reply.played[i])
-
-
-def _fill(template: str, name: str | None) -> str:
-    return template.replace("{, nombre}", f", {name}" if name else "").replace(
-        "{nombre}", name or "")
-
-
-def _normalise(text: str) -> str:
-    """For matching a speculation against the final: case, accents, punctuation, spacing."""
-    decomposed = unicodedata.normalize("NFD", text.lower())
-    kept = "".join(c if c.isalnum() else " " for c in decomposed
-                   if not unicodedata.combining(c))
-    return " ".join(kept.split())

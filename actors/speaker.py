@@ -14,6 +14,13 @@ at the next send and never accumulates into drift. When the frames run out long 
 Telnyx's queue to run dry (TTS slower than real time, or silence between replies), the next frame
 starts a new playout with a new anchor, and the lead is rebuilt in a short burst.
 
+Message size. A ``media`` message carries up to ``frames_per_message`` frames (the service's
+``SPEAKER_MESSAGE_MS``, 100 ms by default: a fifth of the sends, wake-ups and JSON/base64
+encodings of one frame per message). A message leaves at the deadline of its *first* frame and
+takes the frames already synthesised behind it, so the audio queued at Telnyx never falls below
+the lead (the jitter margin is unchanged) and peaks at the lead plus one message just after a
+send. Barge-in does not depend on it: ``clear`` goes out at once and Telnyx drops what it queued.
+
 Barge-in. ``ClearPlayback`` cancels the turn's CancelScope (synthesis and pacing together) instead
 of draining queues, sends ``clear`` to Telnyx at once, drops the queued frames and the framing
 tail, then tells the TTS session to cancel (its round trip is not on the caller's path). Telnyx

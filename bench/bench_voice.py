@@ -18,11 +18,21 @@ caller's own lateness at the frame that triggers the final is reported beside it
 service's on-CPU time (``schedstat``) over the window where all N calls are up, and per
 call-second over the whole batch; CPU 1's busy share shows whether the load generator kept up.
 
-Repetitions interleave the call counts; pooled percentiles over every turn of every repetition,
-and the per-repetition p99 as median (min–max). Markdown on stdout and in
+Variants of the service's settings run interleaved within each repetition, with the same load:
+``--preemptive on,off`` (``PREEMPTIVE_GENERATION``) and ``--message-ms 20,100``
+(``SPEAKER_MESSAGE_MS``). ``--lines short`` makes the callers say two or three words a turn, so
+the emulated Deepgram's interims can settle on the final and preemptive generation can hit (the
+default long lines never can): the Brain's hits and misses are read from its ``brain
+statistics`` log lines (one per call, the warm-up call left out), and a table gives on − off.
+``--profile`` runs py-spy on the service (collapsed stacks; :mod:`bench.voice.profile_share`
+splits them by actor).
+
+Repetitions interleave the call counts and variants; pooled percentiles over every turn of every
+repetition, and the per-repetition p99 as median (min–max). Markdown on stdout and in
 ``bench/out/voice-<stamp>/table.md``, raw JSON beside it. Holds ``bench_relay``'s core lock.
 
     .venv/bin/python -m bench.bench_voice [--calls 1,100] [--turns 3] [--repeats 3]
+    .venv/bin/python -m bench.bench_voice --calls 25 --lines short --preemptive on,off
 """
 
 from __future__ import annotations
@@ -34,7 +44,6 @@ import os
 import platform
 import secrets
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -42,11 +51,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.bench_relay import (OtherLoad, cpu_steal_jiffies, exclusive_cores, free_port,
+import attrs
+
+from bench.bench_relay import (OtherLoad, cpu_steal_jiffies, exclusive_cores, free_port, pinned,
                                raise_fd_limit, stop_server, wait_healthy)
 from bench.voice.cloud import DEFAULT_REPLY
 from bench.voice.procs import Sampler, first_json, last_json, spawn
-from bench.voice.share import COMPONENTS, Delays, first_chunk_deltas, summarize, turn_share
+from bench.voice.report import fmt, report
+from bench.voice.share import Delays, first_chunk_deltas, summarize, turn_share
 
 REPO: Final = Path(__file__).resolve().parent.parent
 OUT_DIR: Final = REPO / "bench" / "out"
@@ -57,15 +69,15 @@ SERVICE_CPU: Final = 0
 LOAD_CPU: Final = 1
 API_KEY: Final = "test-key"
 ENDPOINTING_S: Final = 0.2  # DeepgramLink.options_for asks for endpointing=200
-TARGET_P99_MS: Final = 10.0
 QUIET_PROBE_S: Final = 0.5
 SETTLE_S: Final = 0.3
 CALLERS_MARGIN_S: Final = 60.0
-#: CPU 1 busier than this during the full-load window: the load generator may have fallen behind.
-LOAD_CPU_BUSY_WARN_PCT: Final = 85.0
+LONG_UTTERANCE_S: Final = (0.8, 1.2)
+#: Short lines: a 2-word line is whole in the interim at 1.0 s of speech (bench/voice/cloud.py).
+SHORT_UTTERANCE_S: Final = (1.1, 1.5)
 
 
-def service_env(urls: dict[str, str], token: str) -> dict[str, str]:
+def service_env(urls: dict[str, str], token: str, variant: Variant) -> dict[str, str]:
     """Only loopback: the three cloud URLs are the emulators', Telnyx's API is a dead local port."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DEEPGRAM_", "TELNYX_", "RELAY_", "ANTHROPIC_", "AWS_", "REDIS_",
@@ -73,8 +85,54 @@ def service_env(urls: dict[str, str], token: str) -> dict[str, str]:
     env.update(DEEPGRAM_API_KEY=API_KEY, ANTHROPIC_API_KEY=API_KEY,
                DEEPGRAM_LISTEN_URL=urls["listen_url"], ANTHROPIC_BASE_URL=urls["anthropic_url"],
                DEEPGRAM_SPEAK_URL=urls["speak_url"], TELNYX_STREAM_TOKEN=token,
-               TELNYX_API_BASE="http://127.0.0.1:9", HOST=LOOPBACK)
+               TELNYX_API_BASE="http://127.0.0.1:9", HOST=LOOPBACK,
+               PREEMPTIVE_GENERATION="true" if variant.preemptive else "false",
+               SPEAKER_MESSAGE_MS=str(variant.message_ms))
     return env
+
+
+@attrs.frozen
+class Variant:
+    """The service's settings under comparison (interleaved within each repetition)."""
+
+    preemptive: bool = True
+    message_ms: int = 100
+
+    @property
+    def label(self) -> str:
+        return f"preemptive {'on' if self.preemptive else 'off'}, {self.message_ms} ms messages"
+
+
+def brain_counts(service_log: Path, skip_call_ids: Sequence[str]) -> dict[str, int]:
+    """The Brain's statistics summed over the measured calls, from its "brain statistics" log
+    lines (one per Brain run, cumulative: the last line of each call counts)."""
+    last: dict[str, dict[str, Any]] = {}
+    try:
+        lines = service_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        if '"brain statistics"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("call_id") not in skip_call_ids:
+            last[str(entry.get("call_id"))] = entry
+    keys = ("turns", "replies", "preempt_hits", "preempt_misses", "barge_ins", "fallbacks")
+    return {"calls": len(last), **{k: sum(int(e.get(k, 0)) for e in last.values()) for k in keys}}
+
+
+def profile(pid: int, args: argparse.Namespace, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the service for the callers' whole run (on-CPU samples only, collapsed stacks,
+    ``--nonblocking``: the service is never paused), pinned beside the load generator."""
+    call_s = args.lead_in_s + args.turns * (args.utterance_max_s + args.gap_s)
+    duration = (args.warmup_calls * (args.lead_in_s + args.utterance_max_s + args.gap_s)
+                + args.stagger_s + call_s + 2)
+    argv = [str(REPO / ".venv" / "bin" / "py-spy"), "record", "--pid", str(pid), "--rate", "200",
+            "--nonblocking", "--format", "raw", "--duration", str(round(duration)), "-o", str(out)]
+    return subprocess.Popen(pinned(LOAD_CPU, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_quiet(other: OtherLoad, max_pct: float, wait_s: float) -> float:
@@ -86,16 +144,18 @@ def wait_quiet(other: OtherLoad, max_pct: float, wait_s: float) -> float:
             return round(pct, 1)
 
 
-def one_run(n: int, rep: int, args: argparse.Namespace, delays: Delays, run_dir: Path,
-            other: OtherLoad) -> dict[str, Any]:
-    name = f"n{n}-r{rep}"
-    record: dict[str, Any] = {"calls": n, "rep": rep}
+def one_run(n: int, rep: int, variant: Variant, args: argparse.Namespace, delays: Delays,
+            run_dir: Path, other: OtherLoad) -> dict[str, Any]:
+    name = f"n{n}-r{rep}-{'p' if variant.preemptive else 'np'}{variant.message_ms}"
+    record: dict[str, Any] = {"calls": n, "rep": rep, "variant": variant.label,
+                              "service_log": str(run_dir / f"{name}-service.log")}
     record["other_cpu_before_pct"] = wait_quiet(other, args.max_other_cpu, args.quiet_wait)
     token = secrets.token_hex(8)
     cloud_argv = [PYTHON, "-m", "bench.voice.cloud", "--dg-delay-s", str(args.dg_delay_s),
                   "--ttft-s", str(args.ttft_s), "--tokens-per-s", str(args.tokens_per_s),
                   "--ttfa-s", str(args.ttfa_s), "--ms-per-char", str(args.ms_per_char),
-                  "--reply", args.reply, "--max-s", "300", *(["--no-listen"] if args.load == "light" else [])]
+                  "--reply", args.reply, "--max-s", "300", "--lines", args.lines,
+                  *(["--no-listen"] if args.load == "light" else [])]
     record["cloud_cmd"] = shlex.join(cloud_argv)
     cloud = spawn(cloud_argv, LOAD_CPU, log=run_dir / f"{name}-cloud.log")
     listen: subprocess.Popen[bytes] | None = None
@@ -104,14 +164,14 @@ def one_run(n: int, rep: int, args: argparse.Namespace, delays: Delays, run_dir:
         urls = first_json(cloud)
         if args.load == "light":
             listen_argv = [PYTHON, "-m", "bench.voice.light_listen", "--delay-s", str(args.dg_delay_s),
-                           "--max-s", "300"]
+                           "--max-s", "300", "--lines", args.lines]
             record["listen_cmd"] = shlex.join(listen_argv)
             listen = spawn(listen_argv, LOAD_CPU, log=run_dir / f"{name}-listen.log")
             urls.update(first_json(listen))
         port = free_port()
         service_argv = [CENTRALITA, "serve", "--host", LOOPBACK, "--port", str(port)]
         record["service_cmd"] = shlex.join(service_argv)
-        service = spawn(service_argv, SERVICE_CPU, env=service_env(urls, token),
+        service = spawn(service_argv, SERVICE_CPU, env=service_env(urls, token, variant),
                         log=run_dir / f"{name}-service.log")
         problem = wait_healthy(service, port)
         if problem:
@@ -122,16 +182,21 @@ def one_run(n: int, rep: int, args: argparse.Namespace, delays: Delays, run_dir:
                         "--calls", str(n), "--turns", str(args.turns), "--stagger-s",
                         str(args.stagger_s if n > 1 else 0), "--lead-in-s", str(args.lead_in_s),
                         "--gap-s", str(args.gap_s), "--warmup-calls", str(args.warmup_calls),
-                        "--seed", str(args.seed + rep)]
+                        "--utterance-min-s", str(args.utterance_min_s),
+                        "--utterance-max-s", str(args.utterance_max_s), "--seed", str(args.seed + rep)]
         record["callers_cmd"] = shlex.join(callers_argv)
         other_before, steal0 = other.total_s, cpu_steal_jiffies()
         pids = {"service": service.pid, "cloud": cloud.pid, **({"listen": listen.pid} if listen else {})}
         with Sampler(pids) as sampler:
             callers = spawn(callers_argv, LOAD_CPU, log=run_dir / f"{name}-callers.log")
             sampler.add("callers", callers.pid)
+            profiler = profile(service.pid, args, run_dir / f"{name}-pyspy.txt") if args.profile else None
             bound = (args.warmup_calls + 1) * (args.lead_in_s + args.turns * (1.2 + args.gap_s)) \
                 + args.stagger_s + CALLERS_MARGIN_S
             result = last_json(callers, terminate=False, timeout_s=bound)
+            if profiler is not None:
+                record["profile"] = str(run_dir / f"{name}-pyspy.txt")
+                profiler.wait(timeout=30)
         other.scan()
         steal1 = cpu_steal_jiffies()
         record["cpu_steal_pct"] = round(100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1]), 2)
@@ -167,7 +232,7 @@ def one_run(n: int, rep: int, args: argparse.Namespace, delays: Delays, run_dir:
                 continue
             late = turn.get("trigger_late_ms")
             share["total_less_caller"] = share["total"] - (late / 1000 if late is not None else 0.0)
-            shares.append({**turn, "share": share, "preempt_hit": share["brain"] < 0})
+            shares.append({**turn, "share": share, "preempt_hit": share["head_start"] > 0})
         record["turns"] = shares
         record["ok"] = bool(result.get("ok")) and len(shares) == result.get("expected_turns")
         if not record["ok"]:
@@ -183,128 +248,6 @@ def one_run(n: int, rep: int, args: argparse.Namespace, delays: Delays, run_dir:
         for child in (cloud, listen):
             if child is not None and child.poll() is None:
                 last_json(child, terminate=True, timeout_s=10)
-
-
-# ------------------------------------------------------------------------------------------ report
-
-
-def _f(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{x:,.{digits}f}"
-
-
-def _spread(raw: Sequence[float | None], digits: int = 1) -> str:
-    values = [v for v in raw if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return _f(values[0], digits)
-    return f"{_f(statistics.median(values), digits)} ({_f(min(values), digits)}–{_f(max(values), digits)})"
-
-
-def report(records: list[dict[str, Any]], ns: Sequence[int], args: argparse.Namespace,
-           delays: Delays) -> tuple[str, dict[str, Any]]:
-    lines: list[str] = []
-    summary: dict[str, Any] = {}
-    lines += [
-        f"Voice-to-voice, the runtime's own share. Service on CPU 0; emulators and callers on CPU 1; "
-        f"{args.turns} turns per call, {args.repeats} repetition(s), callers at real time, starts "
-        f"staggered over {args.stagger_s:g} s. Configured delays subtracted: endpointing wait "
-        f"{delays.endpointing_wait_s * 1000:.0f} ms (200 ms − one 20 ms frame), Deepgram "
-        f"first_result_delay {delays.dg_delay_s * 1000:.0f} ms, Anthropic ttft {delays.ttft_s * 1000:.0f} ms "
-        f"+ first chunk assembly {delays.assembly_s * 1000:.1f} ms ({delays.first_chunk_delta} deltas at "
-        f"{delays.tokens_per_s:g}/s), Aura ttfa {delays.ttfa_s * 1000:.0f} ms: "
-        f"{delays.total_s * 1000:.1f} ms in all.", "",
-        "| calls | turns | our share p50 ms | p95 ms | p99 ms | p99 per run, median (min–max) | "
-        "p99 less caller lateness | voice-to-voice p50 ms | preempt hits (excluded) | failed runs | "
-        f"p99 ≤ {TARGET_P99_MS:g} ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for n in ns:
-        runs = [r for r in records if r["calls"] == n]
-        good = [r for r in runs if r.get("turns")]
-        turns = [t for r in good for t in r["turns"]]
-        plain = [t["share"] for t in turns if not t["preempt_hit"]]
-        s = summarize(plain)
-        summary[str(n)] = {"pooled": s, "per_run": [summarize([t["share"] for t in r["turns"]
-                                                               if not t["preempt_hit"]]) for r in good]}
-        if not plain:
-            lines.append(f"| {n} | 0 | – | – | – | – | – | – | – | {len(runs) - len(good)} | – |")
-            continue
-        per_run_p99 = [x["total"]["p99"] for x in summary[str(n)]["per_run"] if x.get("n")]
-        ok = "yes" if s["total"]["p99"] <= TARGET_P99_MS else "**no**"
-        lines.append(
-            f"| {n} | {s['n']} | {_f(s['total']['p50'])} | {_f(s['total']['p95'])} | "
-            f"**{_f(s['total']['p99'])}** | {_spread(per_run_p99)} | {_f(s['total_less_caller']['p99'])} | "
-            f"{_f(s['v2v']['p50'], 0)} | {sum(t['preempt_hit'] for t in turns)} | "
-            f"{sum(not r.get('ok') for r in runs)} | {ok} |")
-    lines += ["", "Stage by stage (pooled turns; ms; each is the measured span minus its configured delay):", "",
-              "| calls | component | span | p50 | p95 | p99 | max |", "|---|---|---|---|---|---|---|"]
-    spans = {"stt": "stt_final − end_of_speech − 180 − dg_delay", "brain": "llm_request − stt_final",
-             "llm": "llm_first_token − llm_request − ttft", "chunk": "first_chunk − llm_first_token − assembly",
-             "tts": "tts_first_audio − first_chunk − ttfa", "send": "first_frame_sent − tts_first_audio",
-             "total": "sum"}
-    for n in ns:
-        s = summary[str(n)]["pooled"]
-        if not s.get("n"):
-            continue
-        for comp in (*COMPONENTS, "total"):
-            c = s[comp]
-            lines.append(f"| {n} | {comp} | {spans[comp]} | {_f(c['p50'], 2)} | {_f(c['p95'], 2)} | "
-                         f"{_f(c['p99'], 2)} | {_f(c['max'], 2)} |")
-    lines += ["", "CPU (full-load window: every call up; median (min–max) over runs):", "",
-              "| calls | server CPU % (core 0) | server CPU ms per call-second | core 0 busy % | "
-              "core 1 busy % | emulators CPU % | callers CPU % | other processes % | steal % |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for n in ns:
-        cpus = [r["cpu"] for r in records if r["calls"] == n and "cpu" in r]
-        if not cpus:
-            continue
-        steal = [r.get("cpu_steal_pct") for r in records if r["calls"] == n and "cpu" in r]
-        lines.append(
-            f"| {n} | {_spread([c['service_pct'] for c in cpus])} | "
-            f"{_spread([c['service_ms_per_call_s'] for c in cpus], 2)} | "
-            f"{_spread([c['core0_busy_pct'] for c in cpus])} | {_spread([c['core1_busy_pct'] for c in cpus])} | "
-            f"{_spread([c['cloud_pct'] for c in cpus])} | {_spread([c['callers_pct'] for c in cpus])} | "
-            f"{_spread([c['other_pct'] for c in cpus])} | {_spread(steal, 2)} |")
-    lines += ["", "Load generator and emulators, against their own schedules (ms; median (min–max) over runs):", "",
-              "| calls | caller frame lateness p50 / p99 / max | lateness at the trigger frame p99 | "
-              "Anthropic first delta late p50 / p99 | Aura first audio late p50 / p99 | clears | LLM requests (outcomes) |",
-              "|---|---|---|---|---|---|---|"]
-    for n in ns:
-        runs = [r for r in records if r["calls"] == n and "callers" in r]
-        if not runs:
-            continue
-        late = [r["callers"].get("caller_send_late_ms", {}) for r in runs]
-        trig = [t["trigger_late_ms"] for r in runs for t in r.get("turns", []) if "trigger_late_ms" in t]
-        trig_p99 = sorted(trig)[min(len(trig) - 1, int(0.99 * len(trig)))] if trig else None
-        llm = [r.get("cloud", {}).get("llm_first_token_late_ms", {}) for r in runs]
-        aura = [r.get("cloud", {}).get("speak_first_audio_late_ms", {}) for r in runs]
-        outcomes: dict[str, int] = {}
-        for r in runs:
-            for k, v in r.get("cloud", {}).get("llm_outcomes", {}).items():
-                outcomes[k] = outcomes.get(k, 0) + v
-        lines.append(
-            f"| {n} | {_spread([x.get('p50') for x in late], 2)} / {_spread([x.get('p99') for x in late], 2)} / "
-            f"{_spread([x.get('max') for x in late], 1)} | {_f(trig_p99, 2)} | "
-            f"{_spread([x.get('p50') for x in llm], 2)} / {_spread([x.get('p99') for x in llm], 2)} | "
-            f"{_spread([x.get('p50') for x in aura], 2)} / {_spread([x.get('p99') for x in aura], 2)} | "
-            f"{sum(r['callers'].get('clears_received', 0) for r in runs)} | "
-            f"{sum(outcomes.values())} ({', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}) |")
-    busy = [r for r in records if r.get("cpu", {}).get("core1_busy_pct") and
-            r["cpu"]["core1_busy_pct"] > LOAD_CPU_BUSY_WARN_PCT]
-    if busy:
-        lines += ["", f"**Warning:** core 1 (emulators + callers) was above {LOAD_CPU_BUSY_WARN_PCT:g} % busy in "
-                      f"{len(busy)} run(s) ({', '.join(r['calls'].__str__() + ' calls' for r in busy)}): "
-                      "the load generator's own lateness is inside those figures."]
-    disturbed = [r for r in records if r.get("cpu", {}).get("other_pct", 0) > args.max_other_cpu]
-    if disturbed:
-        lines += ["", f"**Disturbed:** other processes on the machine (not ours, not pinned) used more than "
-                      f"{args.max_other_cpu:g} % of a core during {len(disturbed)} of {len(records)} run(s) "
-                      "(column \"other processes %\"): they share both cores with the service and the load."]
-    failed = [r for r in records if not r.get("ok")]
-    for r in failed:
-        lines.append(f"\nRun {r['calls']} calls rep {r['rep']} failed or incomplete: {r.get('error')}")
-    return "\n".join(lines), summary
 
 
 def environment() -> dict[str, Any]:
@@ -334,6 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ttfa-s", type=float, default=0.15)
     p.add_argument("--ms-per-char", type=float, default=30.0, help="Aura audio per character")
     p.add_argument("--reply", default=DEFAULT_REPLY)
+    p.add_argument("--lines", choices=("long", "short"), default="long",
+                   help="long: 15+ words a line (interims never equal the final: no preemptive hit); "
+                        "short: 2-3 words (bench/voice/cloud.py: hits and misses)")
+    p.add_argument("--utterance-min-s", type=float, default=None,
+                   help=f"default {LONG_UTTERANCE_S[0]:g} (long lines) or {SHORT_UTTERANCE_S[0]:g} (short)")
+    p.add_argument("--utterance-max-s", type=float, default=None,
+                   help=f"default {LONG_UTTERANCE_S[1]:g} (long lines) or {SHORT_UTTERANCE_S[1]:g} (short)")
+    p.add_argument("--preemptive", default="on", help="on, off, or on,off (interleaved runs): "
+                                                      "PREEMPTIVE_GENERATION of the service")
+    p.add_argument("--message-ms", default="100",
+                   help="SPEAKER_MESSAGE_MS of the service; a comma list runs each (interleaved)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy record the service (collapsed stacks beside the results)")
     p.add_argument("--seed", type=int, default=6)
     p.add_argument("--load", choices=("light", "trio"), default="light",
                    help="light: epoll callers + epoll Deepgram listen server (the emulator's own "
@@ -342,6 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="wait (up to --quiet-wait s) until other processes use less than this %% of a core")
     p.add_argument("--quiet-wait", type=float, default=10.0)
     args = p.parse_args(argv)
+    short = args.lines == "short"
+    args.utterance_min_s = args.utterance_min_s or (SHORT_UTTERANCE_S[0] if short else LONG_UTTERANCE_S[0])
+    args.utterance_max_s = args.utterance_max_s or (SHORT_UTTERANCE_S[1] if short else LONG_UTTERANCE_S[1])
+    try:
+        variants = [Variant(preemptive=pre, message_ms=int(ms))
+                    for pre in [{"on": True, "off": False}[x.strip()] for x in args.preemptive.split(",")]
+                    for ms in args.message_ms.split(",")]
+    except (KeyError, ValueError):
+        p.error("--preemptive takes on, off or both; --message-ms whole milliseconds")
     ns = [int(x) for x in args.calls.split(",") if x.strip()]
     if not ns or min(ns) < 1 or max(ns) > 300 or not 1 <= args.repeats <= 10 or not 1 <= args.turns <= 10:
         p.error("1 ≤ calls ≤ 300, 1 ≤ repeats ≤ 10, 1 ≤ turns ≤ 10")
@@ -357,18 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exclusive_cores():
         other = OtherLoad()
         for rep in range(1, args.repeats + 1):
-            for n in ns:
+            for n, variant in [(n, v) for n in ns for v in variants]:
                 t0 = time.monotonic()
-                record = one_run(n, rep, args, delays, run_dir, other)
+                record = one_run(n, rep, variant, args, delays, run_dir, other)
+                record["brain"] = brain_counts(Path(record["service_log"]),
+                                               record.get("callers", {}).get("warmup_call_ids", []))
                 record["wall_s"] = round(time.monotonic() - t0, 1)
                 records.append(record)
-                s = summarize([t["share"] for t in record.get("turns", []) if not t["preempt_hit"]])
-                print(f"# {n} calls, rep {rep}: {'ok' if record.get('ok') else 'FAILED ' + str(record.get('error'))}"
-                      f"; share p50 {_f(s.get('total', {}).get('p50'), 2)} p99 {_f(s.get('total', {}).get('p99'), 2)} ms"
+                s = summarize([t["share"] for t in record.get("turns", [])])
+                print(f"# {n} calls ({variant.label}), rep {rep}: "
+                      f"{'ok' if record.get('ok') else 'FAILED ' + str(record.get('error'))}"
+                      f"; Brain {record['brain']}"
+                      f"; share p50 {fmt(s.get('total', {}).get('p50'), 2)} p99 {fmt(s.get('total', {}).get('p99'), 2)} ms"
                       f"; server CPU {record.get('cpu', {}).get('service_pct')} %; core 1 busy "
-                      f"{_f(record.get('cpu', {}).get('core1_busy_pct'))} %; {record['wall_s']} s",
+                      f"{fmt(record.get('cpu', {}).get('core1_busy_pct'))} %; {record['wall_s']} s",
                       file=sys.stderr, flush=True)
-    table, summary = report(records, ns, args, delays)
+    table, summary = report(records, [(n, v.label) for n in ns for v in variants], args, delays)
     (run_dir / "table.md").write_text(table + "\n")
     (run_dir / "results.json").write_text(json.dumps(
         {"environment": environment(), "args": vars(args), "delays": delays.as_dict(), "summary": summary,

@@ -27,7 +27,7 @@ from actors.llm import AnthropicLlm
 from actors.pocketsphinx_decoder import SphinxOptions
 from actors.scripted_llm import ScriptedLlm
 from actors.tts import TtsEngine
-from actors.messages import CallInfo
+from actors.messages import FRAME_S, CallInfo
 from actors.ports import MediaSocket
 from actors.ports import EventPublisher
 from actors.relay_publishers import HttpRelayPublisher, InProcessPublisher
@@ -157,15 +157,17 @@ class Service:
     def _brain(self, info: CallInfo) -> Brain:
         if self.scripted is not None:
             return Brain(call=info, llm=self.scripted, greeting=self.scripted.greeting_template,
-                         hangup_marker=HANGUP_MARKER)
+                         hangup_marker=HANGUP_MARKER,
+                         preemptive=self.settings.preemptive_generation)
         if self.llm_client is None:
             raise RuntimeError("the Anthropic client is not open (lifespan not started)")
         llm = AnthropicLlm(client=self.llm_client, model=self.settings.anthropic_model)
-        return Brain(call=info, llm=llm)
+        return Brain(call=info, llm=llm, preemptive=self.settings.preemptive_generation)
 
     def _speaker(self, info: CallInfo, socket: MediaSocket) -> Speaker:
         assert self.tts is not None  # set with the call factory
-        return Speaker(call=info, tts=self.tts, socket=socket)
+        frames = self.settings.speaker_message_ms // round(FRAME_S * 1000)
+        return Speaker(call=info, tts=self.tts, socket=socket, frames_per_message=frames)
 
     def _publisher(self) -> EventPublisher:
         """Relay events go to this process's hub, or to an external relay (``RELAY_URL``)."""

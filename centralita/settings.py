@@ -73,6 +73,14 @@ def _float(name: str, raw: str | None, default: float) -> float:
         raise SettingsError(f"{name}={raw!r}: expected a number") from None
 
 
+def _whole_frames_ms(name: str, raw: str | None, default: int) -> int:
+    """Milliseconds of audio in whole 20 ms frames, 20 ms to 1 s (Telnyx takes 20 ms to 30 s)."""
+    value = _int(name, raw, default)
+    if value % 20 or not 20 <= value <= 1000:
+        raise SettingsError(f"{name}={raw!r}: expected a multiple of 20 from 20 to 1000")
+    return value
+
+
 CALL_MODES: Final = ("bot", "listen")
 
 
@@ -130,6 +138,8 @@ class Settings:
     redis_url: str | None = None
     call_mode: str = "bot"  # bot: the bot answers; listen: transcripts to the relay only
     deepgram_batch_frames: int = 1  # 20 ms frames per Deepgram message (2 = 40 ms: -22 % CPU)
+    speaker_message_ms: int = 100  # audio per outbound Telnyx media message (20 ms frames)
+    preemptive_generation: bool = True  # the Brain asks the LLM on a stable interim transcript
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_port: int = DEFAULT_PORT) -> Settings:
@@ -175,4 +185,6 @@ class Settings:
             redis_url=_str(env.get("REDIS_URL")),
             call_mode=_call_mode(env.get("CALL_MODE")),
             deepgram_batch_frames=_int("DEEPGRAM_BATCH_FRAMES", env.get("DEEPGRAM_BATCH_FRAMES"), 1),
+            speaker_message_ms=_whole_frames_ms("SPEAKER_MESSAGE_MS", env.get("SPEAKER_MESSAGE_MS"), 100),
+            preemptive_generation=_bool("PREEMPTIVE_GENERATION", env.get("PREEMPTIVE_GENERATION"), True),
         )

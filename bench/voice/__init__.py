@@ -7,5 +7,6 @@ Each module here runs as its own process, started and pinned by the orchestrator
 - :mod:`bench.voice.callers`: N Telnyx callers at real time and a ``/ws?callId=*`` firehose
   subscriber collecting the ``latency`` waterfalls;
 
-and :mod:`bench.voice.share` turns waterfalls into the runtime's share, stage by stage.
+and :mod:`bench.voice.share` turns waterfalls into the runtime's share, stage by stage;
+:mod:`bench.voice.profile_share` splits a py-spy profile of the service by actor.
 """

@@ -166,6 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "call_s": round(call_s, 3), "turns": turns, "problems": problems[:10],
         "expected_turns": args.calls * args.turns, "ended_seen": len(ended - warmups),
         "warmup_calls": args.warmup_calls,
+        "warmup_call_ids": sorted(cid for cid, stream in stream_of.items() if stream in warmups),
         "events": counts["events"], "latency_events": counts["latency"],
         "caller_send_late_ms": percentiles_ms(lateness), "clears_received": clears,
         "media_frames_received": media_in,

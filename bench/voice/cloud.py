@@ -5,11 +5,15 @@ SIGTERM/SIGINT (or after ``--max-s``) stops and prints a second one: what the em
 late they were against their *own* configured delays (their lateness is measured inside the
 waterfall and so counted in "our share": an upper bound, reported so the reader can see it).
 
-Every caller says the same lines (:data:`SCRIPT`, one cursor per call: the emulator keys scripts by
-the ``tag`` query parameter, which the service sets to the call id). The lines are long for the
-~1 s of speech-like audio they stand for, so that an interim transcript (``WORDS_PER_S`` words per
-second of speech) never equals the final: the Brain's speculative request always misses and each
-turn takes the plain path (request at ``stt_final``). See ``bench/bench_voice.py``.
+Every caller says the same lines (one cursor per call: the emulator keys scripts by the ``tag``
+query parameter, which the service sets to the call id). ``--lines long`` (:data:`SCRIPT`): the
+lines are long for the ~1 s of speech-like audio they stand for, so that an interim transcript
+(``WORDS_PER_S`` words per second of speech, one interim per 0.5 s of audio) never equals the
+final: the Brain's speculative request always misses and each turn takes the plain path (request
+at ``stt_final``). ``--lines short`` (:data:`SHORT_SCRIPT`): two or three words, for utterances of
+1.1-1.5 s; a two-word line is whole in the interim at 1.0 s, stable before the final comes (a
+preemptive *hit*), a three-word one is not (the interim at 1.0 s has two words: a *miss*). See
+``bench/bench_voice.py``.
 
     .venv/bin/python -m bench.voice.cloud --dg-delay-s 0.05 --ttft-s 0.3 --ttfa-s 0.15
 """
@@ -39,6 +43,15 @@ SCRIPT: Final = (
     "vale pues entonces prefiero esperar al mes que viene muchas gracias por la información hasta luego",
     "una cosa más antes de colgar me podría decir también el horario de la oficina de mi barrio",
 )
+#: Short lines (``--lines short``): the interims of a 2-word line settle on the final, a 3-word
+#: line's do not (see the module docstring). Turns 1-2 may hit, turn 3 misses, turn 4 may hit.
+SHORT_SCRIPT: Final = (
+    "quiero pagar",
+    "el préstamo",
+    "cuánto me cobran",
+    "muchas gracias",
+)
+LINES: Final = {"long": SCRIPT, "short": SHORT_SCRIPT}
 #: The bot's reply to every turn: a short first clause ("Muy bien," is a chunk once " ahora" arrives).
 DEFAULT_REPLY: Final = "Muy bien, ahora mismo se lo miro."
 
@@ -55,7 +68,7 @@ def _lateness_ms(values: list[float]) -> dict[str, Any]:
 
 
 async def _serve(args: argparse.Namespace) -> dict[str, Any]:
-    listen = DeepgramListenEmulator(api_key=API_KEY, script=SCRIPT, keep_audio=False,
+    listen = DeepgramListenEmulator(api_key=API_KEY, script=LINES[args.lines], keep_audio=False,
                                     first_result_delay_s=args.dg_delay_s)
     llm = AnthropicEmulator(api_key=API_KEY, reply_for=lambda _body: args.reply,
                             ttft_s=args.ttft_s, tokens_per_s=args.tokens_per_s)
@@ -100,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--speed-factor", type=float, default=10.0)
     p.add_argument("--ms-per-char", type=float, default=30.0)
     p.add_argument("--reply", default=DEFAULT_REPLY)
+    p.add_argument("--lines", choices=sorted(LINES), default="long", help="what the callers say")
     p.add_argument("--no-listen", action="store_true",
                    help="no Deepgram listen emulator (bench.voice.light_listen serves it instead)")
     p.add_argument("--max-s", type=float, default=120.0)

@@ -357,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ok": not problems, "calls": args.calls, "call_s": round(call_s, 3), "turns": turns,
         "problems": problems[:10], "expected_turns": args.calls * args.turns,
         "ended_seen": len(loop.ended - warmups), "warmup_calls": args.warmup_calls,
+        "warmup_call_ids": sorted(cid for cid, stream in stream_of.items() if stream in warmups),
         "events": loop.event_count, "latency_events": sum(e.get("type") == "latency" for e in loop.events),
         "caller_send_late_ms": percentiles_ms(lateness), "clears_received": sum(c.clears for c in calls),
         "media_frames_received": sum(c.media_in for c in calls),

@@ -39,7 +39,7 @@ from typing import Any, Final
 from bench.emulators.deepgram_listen import ListenTranscriber
 from bench.listen.wire import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader,
                                close_payload, server_frame, upgrade_response)
-from bench.voice.cloud import API_KEY, SCRIPT
+from bench.voice.cloud import API_KEY, LINES
 from protocols.deepgram_listen import (CloseStream, Finalize, Metadata, decode_client_text,
                                        encode_server, parse_auth, parse_listen_query)
 from protocols.errors import RemoteProtocolError
@@ -63,6 +63,7 @@ class LightListen:
     def __init__(self, args: argparse.Namespace) -> None:
         self.delay_ns = round(args.delay_s * 1e9)
         self.api_key = args.api_key
+        self.script = LINES[args.lines]
         self.listener = socket.create_server(("127.0.0.1", args.port), backlog=LISTEN_BACKLOG)
         self.listener.setblocking(False)
         self.ep = select.epoll()
@@ -137,7 +138,7 @@ class LightListen:
 
         def peek() -> str:
             index = self.positions.get(key, 0)
-            return SCRIPT[index] if index < len(SCRIPT) else ""
+            return self.script[index] if index < len(self.script) else ""
 
         def finalized(_text: str) -> None:
             self.positions[key] = self.positions.get(key, 0) + 1
@@ -264,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--delay-s", type=float, default=0.05, help="first_result_delay_s")
     p.add_argument("--api-key", default=API_KEY)
     p.add_argument("--max-s", type=float, default=300.0)
+    p.add_argument("--lines", choices=sorted(LINES), default="long", help="what the callers say")
     args = p.parse_args(argv)
     server = LightListen(args)
 

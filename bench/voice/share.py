@@ -31,10 +31,13 @@ character after the space that follows the boundary), found by running the Brain
 the emulator's own token split: ``k / tokens_per_s``.
 
 *Preemption.* The Brain may send a speculative request on a stable interim transcript; when the
-final matches it (a hit), ``llm_request`` precedes ``stt_final`` and the LLM's wait overlaps
-endpointing, so the subtraction above does not hold. Such turns (``brain < 0``) are counted and
-set apart, never mixed into the figure. The bench's script makes hits impossible (see
-:mod:`bench.voice.cloud`).
+final matches it (a *hit*), ``llm_request`` precedes ``stt_final`` and the LLM's configured wait
+overlaps endpointing: only the part of it still to come when the final arrives is on the path.
+So ``total`` is, for every turn, ``stt + (first_frame_sent − stt_final) − ttfa − the LLM's
+configured delay still ahead at stt_final``, where that delay is ``ttft + assembly`` less the
+head start ``stt_final − llm_request`` (never below 0). Without a head start (``brain ≥ 0``) this
+is exactly the sum of the components; for a hit the components ``brain``..``chunk`` are not
+separable (``brain < 0``) and only ``total`` and ``v2v`` are meaningful.
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ def turn_share(stages: Mapping[str, float], delays: Delays) -> dict[str, float] 
         "tts": audio - chunk - delays.ttfa_s,
         "send": frame - audio,
     }
-    return {**parts, "total": sum(parts.values()), "v2v": frame - eos}
+    head_start = max(0.0, final - request)
+    llm_ahead = max(0.0, delays.ttft_s + delays.assembly_s - head_start)
+    total = parts["stt"] + (frame - final) - llm_ahead - delays.ttfa_s
+    return {**parts, "total": total, "v2v": frame - eos, "head_start": head_start}
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:
@@ -126,5 +132,6 @@ def summarize(shares: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     """Percentiles (ms) of every component, the total and voice-to-voice, over ``shares``."""
     if not shares:
         return {"n": 0}
-    keys = (*COMPONENTS, "total", "v2v", *(["total_less_caller"] if "total_less_caller" in shares[0] else []))
+    keys = (*COMPONENTS, "total", "v2v", "head_start",
+            *(["total_less_caller"] if "total_less_caller" in shares[0] else []))
     return {"n": len(shares), **{k: _pct([s[k] for s in shares]) for k in keys}}

@@ -257,6 +257,23 @@ async def test_preemptive_miss_is_cancelled_and_the_final_asked_again(
     assert (b.statistics().preempt_hits, b.statistics().preempt_misses) == (0, 1)
 
 
+async def test_each_run_logs_its_statistics_with_the_call_id(
+        autojump_clock: object, caplog: pytest.LogCaptureFixture) -> None:
+    """The load harness counts preemptive hits and misses from this line (bench_voice)."""
+    llm = ScriptedLlm([Script.words("Claro, ¿a qué hora?")])
+    b = brain(llm, preemptive=True)
+    with caplog.at_level(logging.INFO, logger="actors.brain"):
+        async with open_actor(b.run, outputs=OUTPUTS) as actor:
+            await actor.feed([TranscriptPartial("t-1", "quería una cita", 0.2, 0.9)])
+            await trio.sleep(1.0)
+            await actor.feed([final("Quería una cita.", 1.0)])
+            await whole_reply(actor)
+    (line,) = [r for r in caplog.records if r.getMessage() == "brain statistics"]
+    assert line.__dict__["call_id"] == "c1"
+    assert (line.__dict__["preempt_hits"], line.__dict__["preempt_misses"]) == (1, 0)
+    assert line.__dict__["turns"] == 1 and line.__dict__["replies"] == 1
+
+
 async def test_a_changing_partial_drops_the_speculation_and_a_stable_one_starts_again(
         autojump_clock: object) -> None:
     llm = ScriptedLlm([Script(["Sí."], ttft_s=2.0), Script(["Claro."])])

@@ -119,7 +119,7 @@ def padded(audio: bytes) -> bytes:
 
 # -- pacing, under MockClock ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("per_message", [1, 5])
+@pytest.mark.parametrize("per_message", [1, 2, 5, 10])
 async def test_pacing_follows_absolute_deadlines(autojump_clock: trio.testing.MockClock,
                                                  per_message: int) -> None:
     socket, tts = RecordingSocket(), FakeTts(ttfa_s=0.05, speed_factor=50.0)
@@ -136,6 +136,12 @@ async def test_pacing_follows_absolute_deadlines(autojump_clock: trio.testing.Mo
             assert at >= deadline - 1e-9  # never early
             if frames_before >= 20:  # TTS is far ahead by now: exactly on the deadline
                 assert at == pytest.approx(deadline, abs=1e-6)
+                # Audio queued at Telnyx (the caller side): never below the lead, at most one
+                # message above it.
+                queued_before = frames_before * 0.02 - (at - anchor)
+                queued_after = queued_before + len(payload) // FRAME * 0.02
+                assert queued_before >= 0.16 - 1e-6
+                assert queued_after <= 0.16 + per_message * 0.02 + 1e-6
             frames_before += len(payload) // FRAME
         sizes = {len(p) for _, p in media}
         assert max(sizes) == FRAME * per_message
@@ -145,6 +151,27 @@ async def test_pacing_follows_absolute_deadlines(autojump_clock: trio.testing.Mo
         assert speaker.statistics().playouts == 1
         expected = b"".join(padded(bytes(p)) for p in tts.produced)
         assert b"".join(p for _, p in media) == expected
+
+
+@pytest.mark.parametrize("per_message", [1, 5, 10])
+async def test_clear_goes_out_at_once_whatever_the_message_size(
+        autojump_clock: trio.testing.MockClock, per_message: int) -> None:
+    socket, tts = RecordingSocket(), FakeTts(ttfa_s=0.05, speed_factor=50.0)
+    speaker = Speaker(CALL, tts, socket, frames_per_message=per_message)
+    async with open_actor(speaker.run, outputs=("reports_out",)) as actor:
+        await actor.feed(speak("r1", "Tiene hora el martes a las diez de la mañana, o el jueves."))
+        await actor.wait_for("reports_out", lambda r: isinstance(r, ReplyAudioStarted))
+        await trio.sleep(0.53)  # mid-message, whatever its size
+        asked = trio.current_time()
+        await actor.feed([ClearPlayback("caller spoke")])
+        await actor.wait_for("reports_out", lambda r: isinstance(r, PlaybackCleared))
+        await trio.sleep(1.0)
+    (cleared_at,) = [t for t, m in socket.sent if type(m).__name__ == "Clear"]
+    assert cleared_at - asked < speaker.pacing_lead_s
+    assert cleared_at == pytest.approx(asked, abs=1e-6)  # no wait at all on a quiet socket
+    after = [m for t, m in socket.sent if t >= cleared_at and not type(m).__name__ == "Clear"]
+    assert after == []  # nothing of the cut reply follows the clear
+    assert speaker.statistics().media_messages * per_message >= speaker.statistics().frames_sent
 
 
 async def test_slow_tts_reanchors_instead_of_drifting(autojump_clock: trio.testing.MockClock) -> None:
@@ -317,19 +344,24 @@ def media_arrivals(record: CallerRecord) -> list[tuple[float, int]]:
 
 
 @pytest.mark.slow
-async def test_reply_plays_without_gaps_and_marks_follow_their_audio() -> None:
+@pytest.mark.parametrize("per_message", [1, 5])
+async def test_reply_plays_without_gaps_and_marks_follow_their_audio(per_message: int) -> None:
     tts = FakeTts()
     texts = ("Hola, buenos días.", "Dígame.")  # 25 chars: about 1.6 s of audio
-    async with open_call(tts, merge_max_chars=1) as call:
+    async with open_call(tts, merge_max_chars=1, frames_per_message=per_message) as call:
         requested = trio.current_time() - call.info.started_at
         await call.actor.feed(speak("r1", *texts))
         finished = await call.actor.wait_for("reports_out", lambda r: isinstance(r, ReplyFinished))
         reports = list(call.actor.received["reports_out"])
         record = call.record
     arrivals = media_arrivals(record)
+    # Each message arrives less than 20 ms after the audio sent before it would have played (one
+    # frame per message: no gap of 40 ms), after the initial burst that builds the 160 ms lead.
     gaps = np.diff([at for at, _ in arrivals])
-    steady = gaps[10:]  # after the initial 160 ms burst
-    assert steady.max() < 0.040, f"max gap {steady.max() * 1000:.1f} ms"
+    durations = np.array([size / 8000 for _, size in arrivals[:-1]])
+    frames_before = np.cumsum([size // FRAME for _, size in arrivals[:-1]])
+    steady = (gaps - durations)[frames_before > 10]
+    assert steady.size > 40 / per_message and steady.max() < 0.020, steady.max()
     assert len(record.segments) == 1  # played as one continuous stretch: never ran dry
     expected = b"".join(padded(bytes(p)) for p in tts.produced)
     assert bytes(record.played) == expected
@@ -346,7 +378,7 @@ async def test_reply_plays_without_gaps_and_marks_follow_their_audio() -> None:
     assert [type(r) for r in reports] == [ReplyAudioStarted, ChunkPlayed, ChunkPlayed, ReplyFinished]
     assert [r.text for r in reports if isinstance(r, ChunkPlayed)] == list(texts)
     assert finished.call_time_s > started.first_frame_sent_s + len("".join(texts)) * MS_PER_CHAR - 0.1
-    print(f"\nsteady gaps: max {steady.max() * 1000:.1f} ms, mean {steady.mean() * 1000:.1f} ms")
+    print(f"\nsteady overshoot: max {steady.max() * 1000:.1f} ms, mean {steady.mean() * 1000:.1f} ms")
 
 
 async def barge_in(call: Call, texts: tuple[str, ...], heard_chunks: int) -> tuple[float, PlaybackCleared]:

@@ -39,3 +39,16 @@ def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
 def test_engine_aliases() -> None:
     s = Settings.from_env({"STT_ENGINE": "deepgram", "LLM_ENGINE": "local"})
     assert s.stt_engine is Engine.CLOUD and s.llm_engine is Engine.LOCAL
+
+
+@pytest.mark.parametrize("raw", ["30", "0", "1020", "100ms"])
+def test_speaker_message_ms_is_whole_frames_up_to_a_second(raw: str) -> None:
+    with pytest.raises(SettingsError, match="SPEAKER_MESSAGE_MS"):
+        Settings.from_env({"SPEAKER_MESSAGE_MS": raw})
+
+
+def test_speaker_message_and_preemption_settings() -> None:
+    assert Settings.from_env({}).speaker_message_ms == 100
+    assert Settings.from_env({"SPEAKER_MESSAGE_MS": "20"}).speaker_message_ms == 20
+    assert Settings.from_env({}).preemptive_generation is True
+    assert Settings.from_env({"PREEMPTIVE_GENERATION": "false"}).preemptive_generation is False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 
 from bench.emulators.anthropic_messages import AnthropicEmulator, Fault
 from bench.emulators.caller_audio import script_spans
@@ -30,6 +31,35 @@ def media_times(record: CallerRecord) -> list[float]:
     return [f.at for f in record.received if isinstance(f.message, MediaOut)]
 
 
+def media_arrivals(record: CallerRecord) -> list[tuple[float, float]]:
+    """(arrival time, seconds of audio) of each media message (PCMU: 8000 bytes a second)."""
+    return [(f.at, len(f.message.payload) / 8000) for f in record.received
+            if isinstance(f.message, MediaOut)]
+
+
+def steady_overshoots(arrivals: list[tuple[float, float]], *, burst_s: float = 0.2,
+                      dry_s: float = 0.3) -> list[float]:
+    """How much later than the audio already sent each message arrived, in steady state.
+
+    With one 20 ms frame per message the old check was "no gap over 40 ms" between arrivals;
+    whatever the message size it reads: a message arrives at most 20 ms after the previous
+    message's own audio would have ended, were it played on arrival. Runs split where the line
+    ran dry (no audio for ``dry_s``: the LLM still generating); the first ``burst_s`` of audio of
+    a run go out as a burst to build the pacing lead and are not steady state.
+    """
+    overshoots: list[float] = []
+    run_audio_s = 0.0
+    for (at, audio_s), (following_at, _) in zip(arrivals, arrivals[1:]):
+        gap = following_at - at
+        if gap >= dry_s:
+            run_audio_s = 0.0
+            continue
+        run_audio_s += audio_s
+        if run_audio_s > burst_s:
+            overshoots.append(gap - audio_s)
+    return overshoots
+
+
 async def call(stack: Stack, call_id: str, durations: tuple[float, ...], gaps: Any,
                hangup_after_s: float) -> tuple[CallerRecord, list[dict[str, Any]]]:
     token = stack.issue_call(call_id, ("quiero saber mi saldo", "no gracias eso es todo"))
@@ -39,10 +69,13 @@ async def call(stack: Stack, call_id: str, durations: tuple[float, ...], gaps: A
     return record, await sub.wait_ended(call_id, timeout=20)
 
 
-async def test_reply_audio_starts_before_the_llm_finishes_and_flows_without_gaps() -> None:
+@pytest.mark.parametrize("message_ms", [20, 100])
+async def test_reply_audio_starts_before_the_llm_finishes_and_flows_without_gaps(
+        message_ms: int) -> None:
     anthropic = AnthropicEmulator(api_key="test-key", reply_for=lambda body: LONG_REPLY,
                                   ttft_s=0.15, tokens_per_s=12.0)
-    async with open_stack(bot=True, anthropic=anthropic, speak=speak_emulator()) as stack:
+    async with open_stack(bot=True, anthropic=anthropic, speak=speak_emulator(),
+                          speaker_message_ms=message_ms) as stack:
         record, events = await call(stack, "call-speak", (1.0,), 8.0, hangup_after_s=11.0)
     # (a preemptive request may have been cancelled first: the answer is the completed one)
     (request,) = [r for r in anthropic.requests if r.outcome == "completed"]
@@ -55,15 +88,17 @@ async def test_reply_audio_starts_before_the_llm_finishes_and_flows_without_gaps
     answer_media = [t for t in media_times(record)
                     if t > record.started_at + turn_end_s]  # type: ignore[operator]
     assert answer_media and answer_media[0] < request.done_at
-    # Steady state: no gap above 40 ms between outbound frames within the answer's audio (after
-    # the first 10 frames, which go out as a burst to build the pacing lead).
+    # Steady state: no message later than 20 ms after the audio already sent would have played
+    # (one frame per message: no gap above 40 ms), after the burst that builds the pacing lead.
     # A pause over 0.3 s means the line ran dry (the next sentence was still being generated:
     # the LLM is paced at 12 tokens/s here); within each run of audio the pacing must be steady.
-    runs: list[list[float]] = [[answer_media[0]]]
-    for t in answer_media[1:]:
-        (runs[-1].append(t) if t - runs[-1][-1] < 0.3 else runs.append([t]))
-    gaps = [b - a for run in runs for a, b in zip(run[10:], run[11:])]
-    assert len(runs) <= 4 and len(gaps) > 100 and max(gaps) <= 0.040, (len(runs), max(gaps))
+    arrivals = [(t, s) for t, s in media_arrivals(record) if t >= answer_media[0]]
+    runs = 1 + sum(b[0] - a[0] >= 0.3 for a, b in zip(arrivals, arrivals[1:]))
+    overshoots = steady_overshoots(arrivals)
+    per_message_s = max(s for _, s in arrivals)
+    assert per_message_s == message_ms / 1000  # the setting reaches the Speaker
+    assert runs <= 4 and sum(s for _, s in arrivals) > 2.0, runs
+    assert len(overshoots) > 2.0 / per_message_s and max(overshoots) <= 0.020, max(overshoots)
     (latency,) = [e for e in events if e["type"] == "latency"  # the greeting has no turn
                   and "end_of_speech" in e["stages"]]
     stages = latency["stages"]
@@ -75,9 +110,12 @@ async def test_reply_audio_starts_before_the_llm_finishes_and_flows_without_gaps
     assert stages["first_frame_sent"] - stages["end_of_speech"] < 1.5
 
 
-async def test_barge_in_clears_within_one_lead_and_history_keeps_only_what_was_heard() -> None:
+@pytest.mark.parametrize("message_ms", [20, 100])
+async def test_barge_in_clears_within_one_lead_and_history_keeps_only_what_was_heard(
+        message_ms: int) -> None:
     anthropic = AnthropicEmulator(api_key="test-key", reply_for=lambda body: LONG_REPLY)
-    async with open_stack(bot=True, anthropic=anthropic, speak=speak_emulator()) as stack:
+    async with open_stack(bot=True, anthropic=anthropic, speak=speak_emulator(),
+                          speaker_message_ms=message_ms) as stack:
         # Utterance 1 at 2.5–3.5 s; the reply starts ~0.3 s later and lasts ~5.7 s;
         # utterance 2 starts at 5.5 s, in the middle of it.
         record, events = await call(stack, "call-barge", (1.0, 1.0), (2.0, 3.0),
