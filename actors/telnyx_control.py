@@ -173,6 +173,22 @@ class TelnyxControl:
         return await self._command(cc.playback_start(call_control_id, **_with_command_id(fields)),
                                    "playback_start")
 
+    async def playback_stop(self, call_control_id: str, **fields: Any) -> cc.CommandResult:
+        """Stop playback and speak (Telnyx's default ``stop="all"``)."""
+        return await self._command(cc.playback_stop(call_control_id, **_with_command_id(fields)),
+                                   "playback_stop")
+
+    async def transcription_start(self, call_control_id: str, **fields: Any) -> cc.CommandResult:
+        """Telnyx transcribes the call: ``call.transcription`` webhooks follow."""
+        return await self._command(
+            cc.transcription_start(call_control_id, **_with_command_id(fields)),
+            "transcription_start")
+
+    async def transcription_stop(self, call_control_id: str, **fields: Any) -> cc.CommandResult:
+        return await self._command(
+            cc.transcription_stop(call_control_id, **_with_command_id(fields)),
+            "transcription_stop")
+
     # -- sending --------------------------------------------------------------------------------
 
     async def _command(self, request: cc.ApiRequest, what: str) -> cc.CommandResult:

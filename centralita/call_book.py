@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any, Final, Literal
 
 import attrs
+import trio
 
 __all__ = [
     "ENDED_KEEP_S",
@@ -83,6 +84,8 @@ class BookedCall:
     streaming_at: float | None = None
     stream_stopped_at: float | None = None
     ended_at: float | None = None
+    #: Set when the call ends in the book (``call.hangup`` or our own end): waitable.
+    ended_signal: trio.Event = attrs.field(factory=trio.Event, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -188,6 +191,7 @@ class CallBook:
         call.hangup_cause = hangup_cause
         call.end_reason = reason or (f"hangup: {hangup_cause}" if hangup_cause else "ended")
         call.ended_at = self.clock()
+        call.ended_signal.set()
         self._ended[call.call_id] = call.ended_at
         self.prune()
         return True

@@ -14,12 +14,28 @@ that sends Telnyx ``hangup``; the ``call.hangup`` webhook then stops the call li
 Start order is sinks first (RelayFanout, Speaker, Brain, STT, TelnyxRx), so shutdown — reverse
 order — stops the source first and lets the last transcripts and replies flow down before
 RelayFanout publishes ``call ended``. TelnyxRx is significant: its end ends the call.
+
+The webhook-mode call (``USE_MEDIA_STREAMS=false``, :func:`webhook_call`) has no socket: Telnyx
+transcribes and plays, and its webhooks reach the call through a :class:`WebhookCallFeed`::
+
+ webhook route ─call.transcription, call.hangup (32, fail: never blocks the route)─▶ TelnyxTranscription
+   │                                          transcripts ──▶ Brain inbox (128, block) ◀── reports ─┐
+   └─call.speak.* / call.playback.* ──▶ TelnyxPlayback inbox (64, block) ◀── Speak / ClearPlayback ─┘
+                                            │ speak, or TTS → S3 → playback_start; playback_stop
+ every actor ──call started/ended, partial, final, reply, latency──▶ RelayFanout (64, drop_oldest)
+
+Same Brain, RelayFanout and CallHangup; TelnyxTranscription is the significant child (``call.hangup``
+ends it, with the cause as the ``call ended`` reason).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final, Protocol
+
+import attrs
+import trio
 
 from actors.brain import Brain
 from actors.call_control_link import CallHangup
@@ -31,7 +47,11 @@ from actors.ports import EventPublisher, MediaSocket
 from actors.relay_fanout import RELAY_INBOX_EVENTS, RelayFanout
 from actors.speaker import Speaker
 from actors.pocketsphinx_decoder import SphinxOptions
+from actors.telnyx_call_events import (CallHungUp, PlaybackEvent, TranscriptionEvent,
+                                       TranscriptionHeard)
+from actors.telnyx_playback import PlaybackInput, TelnyxPlayback
 from actors.telnyx_rx import TelnyxRx
+from actors.telnyx_transcription import TelnyxTranscription
 from supervisor import (AutoShutdown, ChildSpec, MailboxReceiver, MailboxSender, Overflow,
                         Restart, Strategy, SupervisorSpec, open_mailbox)
 
@@ -44,6 +64,10 @@ CALL_RESTART_PERIOD_S: Final = 30.0
 RELAY_FANOUT_SHUTDOWN_S: Final = 3.0
 BRAIN_SHUTDOWN_S: Final = 2.0
 SPEAKER_SHUTDOWN_S: Final = 3.0
+TRANSCRIPTION_INBOX_EVENTS: Final = 32  # webhooks: a few a second at most
+PLAYBACK_INBOX_EVENTS: Final = 64
+
+log = logging.getLogger(__name__)
 
 
 class SttFactory(Protocol):
@@ -155,3 +179,89 @@ def bot_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
                             "marks_out": speaker_tx, "relay_out": relay_tx},
                   restart=Restart.TRANSIENT, significant=True, shutdown_s=0.0),
     ))
+
+
+PlaybackFactory = Callable[[CallInfo], TelnyxPlayback]
+
+
+@attrs.define(eq=False)
+class WebhookCallFeed:
+    """Call control's way into a webhook-mode call: Telnyx's events, handed over without waiting.
+
+    Every ``offer_*`` is a ``send_nowait`` (the webhook route must answer Telnyx at once); a full
+    or closed mailbox drops the event, counts it and says so with False.
+    """
+
+    call_id: str
+    transcriptions: MailboxSender[TranscriptionEvent]
+    playback: MailboxSender[PlaybackInput]
+    dropped: int = 0
+
+    def offer_transcription(self, msg: TranscriptionHeard) -> bool:
+        return self._offer(self.transcriptions, msg)
+
+    def offer_playback(self, msg: PlaybackEvent) -> bool:
+        return self._offer(self.playback, msg)
+
+    def hang_up(self, cause: str | None, reason: str) -> bool:
+        """The call is over (its significant child returns with ``reason``)."""
+        return self._offer(self.transcriptions, CallHungUp(cause, reason))
+
+    def _offer(self, channel: MailboxSender[TranscriptionEvent] | MailboxSender[PlaybackInput],
+               msg: TranscriptionEvent | PlaybackInput) -> bool:
+        try:
+            channel.send_nowait(msg)  # type: ignore[arg-type]
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.dropped += 1
+            log.warning("webhook event dropped: the call is not taking it",
+                        extra={"call_id": self.call_id, "event": type(msg).__name__,
+                               "dropped": self.dropped})
+            return False
+        return True
+
+    def close(self) -> None:
+        self.transcriptions.close()
+        self.playback.close()
+
+
+def webhook_call(info: CallInfo, *, brain: BrainFactory, playback: PlaybackFactory,
+                 publisher: EventPublisher,
+                 on_latency: Callable[[TurnLatency], None] | None = None,
+                 hangup: HangupFactory | None = None) -> tuple[SupervisorSpec, WebhookCallFeed]:
+    """A webhook-mode call the bot answers (see the module docstring); returns its spec and the
+    feed call control routes the call's webhooks through."""
+    cid = info.call_id
+    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
+                                                  name=f"{cid}/relay")
+    brain_tx, brain_rx = open_mailbox[BrainInput](BRAIN_INBOX_EVENTS, Overflow.BLOCK,
+                                                  name=f"{cid}/brain")
+    play_tx, play_rx = open_mailbox[PlaybackInput](PLAYBACK_INBOX_EVENTS, Overflow.BLOCK,
+                                                   name=f"{cid}/playback")
+    heard_tx, heard_rx = open_mailbox[TranscriptionEvent](TRANSCRIPTION_INBOX_EVENTS, Overflow.FAIL,
+                                                          name=f"{cid}/transcription")
+    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    the_brain = brain(info)
+    player = playback(info)
+    ears = TelnyxTranscription(call=info)
+    link = hangup(info) if hangup is not None else None
+    control: tuple[ChildSpec, ...] = ()
+    brain_control: dict[str, MailboxSender[Hangup]] = {}
+    if link is not None:
+        control_tx, control_rx = open_mailbox[Hangup](CONTROL_INBOX_EVENTS, Overflow.BLOCK,
+                                                      name=f"{cid}/control")
+        control = (link.child_spec(inbox=control_rx),)
+        brain_control = {"control_out": control_tx}
+    feed = WebhookCallFeed(call_id=cid, transcriptions=heard_tx.clone(), playback=play_tx.clone())
+    spec = _call_spec(info, (
+        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
+                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        *control,
+        player.child_spec(inbox=play_rx, reports_out=brain_tx.clone()),
+        ChildSpec(name="brain", run=the_brain.run,
+                  channels={"inbox": brain_rx, "speaker_out": play_tx,
+                            "relay_out": relay_tx.clone(), **brain_control},
+                  restart=Restart.PERMANENT, shutdown_s=BRAIN_SHUTDOWN_S),
+        ears.child_spec(inbox=heard_rx, transcripts_out=brain_tx, relay_out=relay_tx),
+    ))
+    heard_tx.close()
+    return spec, feed

@@ -31,18 +31,23 @@ from actors.messages import FRAME_S, CallInfo
 from actors.ports import MediaSocket
 from actors.ports import EventPublisher
 from actors.relay_publishers import HttpRelayPublisher, InProcessPublisher
+from actors.s3_audio import AudioStore, S3AudioStore
 from actors.speaker import Speaker
 from actors.telnyx_control import TelnyxControl
+from actors.telnyx_playback import TelnyxPlayback
 from centralita.app import App
 from centralita.call_book import CallBook
-from centralita.call_wiring import SttFactory, bot_call, deepgram_stt, listening_call, local_stt
+from centralita.call_wiring import (SttFactory, bot_call, deepgram_stt, listening_call, local_stt,
+                                    webhook_call)
 from centralita.calls import CallRegistry
+from centralita.hangup_causes import HangupCausePublisher
 from centralita.metrics import TurnLatencyMetrics, metrics_route, new_registry
 from centralita.relay_hub import RelayHub
 from centralita.routes_calls import CallControl, mount_disabled
 from centralita.routes_media import BuildCall, MediaRoutes, MediaStreamRoute, StreamTokens
 from centralita.routes_relay import RelayRoutes
 from centralita.settings import Engine, Settings
+from centralita.webhook_calls import WebhookCalls, transcription_fields
 from supervisor import SupervisorSpec
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,7 @@ class Service:
     tts: TtsEngine | None = None
     language: str = "es"
     call_control: CallControl | None = None  # set by mount_call_control when Telnyx is configured
+    audio_store: AudioStore | None = None  # webhook mode with S3_BUCKET: replies played from S3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Service:
@@ -170,11 +176,50 @@ class Service:
         return Speaker(call=info, tts=self.tts, socket=socket, frames_per_message=frames)
 
     def _publisher(self) -> EventPublisher:
-        """Relay events go to this process's hub, or to an external relay (``RELAY_URL``)."""
+        """Relay events go to this process's hub, or to an external relay (``RELAY_URL``);
+        ``call ended`` events get Telnyx's hangup cause when call control knows it."""
+        inner: EventPublisher
         if self.settings.relay_url is None:
-            return InProcessPublisher(self.relay.hub.publish)
-        token = self.settings.relay_token.value if self.settings.relay_token else None
-        return _LazyHttpPublisher(self, self.settings.relay_url, token)
+            inner = InProcessPublisher(self.relay.hub.publish)
+        else:
+            token = self.settings.relay_token.value if self.settings.relay_token else None
+            inner = _LazyHttpPublisher(self, self.settings.relay_url, token)
+        return HangupCausePublisher(inner, book=self._call_book)
+
+    def _call_book(self) -> CallBook | None:
+        return self.call_control.book if self.call_control is not None else None
+
+    def _playback(self, info: CallInfo) -> TelnyxPlayback:
+        """Webhook mode's voice: Telnyx speak, or our TTS through S3 when a bucket is set."""
+        control = self.call_control.telnyx if self.call_control is not None else None
+        if control is None:
+            raise RuntimeError("call control is not running (lifespan not started)")
+        s = self.settings
+        return TelnyxPlayback(call=info, commands=control, voice=s.telnyx_speak_voice,
+                              language=s.telnyx_speak_language,
+                              tts=self.tts if self.audio_store is not None else None,
+                              store=self.audio_store)
+
+    def _use_webhook_mode(self) -> None:
+        """Engines for webhook mode: Telnyx hears in ``TELNYX_TRANSCRIPTION_LANGUAGE``, so the
+        local script and voice follow that language, not the local STT's (English only)."""
+        s = self.settings
+        self.language = "es" if s.telnyx_transcription_language.lower().startswith("es") else "en"
+        if self.scripted is not None:
+            self.scripted = ScriptedLlm.builtin(f"demo_{self.language}",
+                                                hangup_marker=HANGUP_MARKER,
+                                                delay_s=SCRIPTED_PIECE_DELAY_S)
+        if isinstance(self.tts, EspeakTts):
+            self.tts = EspeakTts.for_language(self.language)
+        if s.s3_bucket is not None:
+            self.audio_store = S3AudioStore.from_settings(
+                bucket=s.s3_bucket, region=s.aws_region, endpoint_url=s.aws_endpoint_url,
+                prefix=s.s3_prefix, expiry_s=s.s3_presign_expiry_s)
+        log.info("webhook mode: Telnyx transcribes; replies by %s",
+                 "our TTS via S3 playback" if self.audio_store else "Telnyx speak",
+                 extra={"s3_bucket": s.s3_bucket, "aws_endpoint_url": s.aws_endpoint_url,
+                        "voice": s.telnyx_speak_voice,
+                        "transcription_engine": s.telnyx_transcription_engine})
 
     async def run_relay_client(
             self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -237,23 +282,32 @@ class Service:
 
 def mount_call_control(app: App, service: Service) -> None:
     """``/api/call*``, ``/api/calls`` and ``/webhooks/telnyx``; 503 with a reason when Telnyx is
-    not configured (``TELNYX_API_KEY`` and ``TELNYX_CONNECTION_ID``) or the mode is not built."""
+    not configured (``TELNYX_API_KEY`` and ``TELNYX_CONNECTION_ID``).
+
+    ``USE_MEDIA_STREAMS=false`` (webhook mode) places and answers calls without a stream: Telnyx
+    transcribes, and replies are spoken by Telnyx or played from S3 (``S3_BUCKET``)."""
     s = service.settings
     missing = [name for name, value in (("TELNYX_API_KEY", s.telnyx_api_key),
                                         ("TELNYX_CONNECTION_ID", s.telnyx_connection_id))
                if not value]
-    reason = None
     if missing:
         reason = f"call control is off: {' and '.join(missing)} not set"
-    elif not s.use_media_streams:
-        reason = "call control is off: webhook mode (USE_MEDIA_STREAMS=false) is not built yet"
-    if reason is not None:
         log.warning(reason)
         mount_disabled(app, reason)
         return
     book = CallBook()
     service.call_control = CallControl.from_settings(s, book=book, registry=service.registry,
                                                      tokens=service.media.tokens)
+    if not s.use_media_streams:
+        service._use_webhook_mode()
+        service.call_control.webhook_calls = WebhookCalls(
+            registry=service.registry,
+            build=partial(webhook_call, brain=service._brain, playback=service._playback,
+                          publisher=service._publisher(), on_latency=service.relay.metrics.observe,
+                          hangup=service._call_hangup),
+            transcription=transcription_fields(s.telnyx_transcription_engine,
+                                               s.telnyx_transcription_model,
+                                               s.telnyx_transcription_language))
     service.media.tokens.callee_name_for = book.callee_name_for
     service.call_control.mount(app)
     app.services.append(service.run_call_control)

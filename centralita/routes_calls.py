@@ -19,34 +19,34 @@ reason, nothing changed), then decoded and deduped on ``data.id``. State updates
 and done before the 200; anything slow (answering an inbound call, hanging up) runs in the
 background nursery of :meth:`CallControl.run`, a lifespan service, never in the response path.
 
-Webhook mode (``USE_MEDIA_STREAMS=false``: Telnyx transcription, ``speak`` / S3 ``playback``)
-is not here yet; the seams are :meth:`CallControl._stream_fields` (what a dial or answer asks
-for) and :meth:`CallControl._apply` (where ``call.transcription`` and ``call.playback.*`` would
-be routed).
+Webhook mode (``USE_MEDIA_STREAMS=false``, :mod:`centralita.webhook_calls`): the dial and the
+answer ask for no stream (:meth:`CallControl._stream_fields`) and no stream token is issued;
+``call.answered`` starts the call's actors and Telnyx transcription, and :meth:`CallControl._apply`
+routes ``call.transcription``, ``call.speak.*``, ``call.playback.*`` and ``call.hangup`` to them.
+Request helpers (URLs, body checks, error bodies) live in :mod:`centralita.call_requests`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import orjson
-import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from actors.telnyx_control import (ALREADY_ENDED, TelnyxApiError, TelnyxControl, TelnyxError,
-                                   TelnyxUnreachable)
+from actors.telnyx_control import ALREADY_ENDED, TelnyxError
 from centralita.app import App
-from centralita.asgi import (BodyTooLarge, ClientGone, Handler, Receive, Scope, Send, read_body,
-                             respond_json)
+from centralita.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, respond_json
 from centralita.call_book import BookedCall, CallBook, CallState
+from centralita.call_requests import (NOMBRE_MAX_CHARS, WEBHOOK_PATH, headers_of,
+                                      method_not_allowed, mount_disabled, stream_url_for,
+                                      telnyx_error_body, validate_initiate, webhook_url_for)
+from centralita.call_lifecycle import STREAM_CONNECT_TIMEOUT_S, CallLifecycle
 from centralita.calls import CallRegistry
 from centralita.routes_media import StreamTokens
 from centralita.settings import Settings
@@ -63,100 +63,30 @@ __all__ = [
     "mount_disabled",
     "stream_url_for",
     "validate_initiate",
+    "webhook_url_for",
 ]
 
-STREAM_CONNECT_TIMEOUT_S: Final = 10.0  # after call.answered, the media stream must be up by then
 INITIATE_MAX_BODY_BYTES: Final = 16_384
 WEBHOOK_MAX_BODY_BYTES: Final = 262_144  # Telnyx events are a few KB; a transcript burst fits
-NOMBRE_MAX_CHARS: Final = 100
 STREAM_TOKEN_BYTES: Final = 24  # secrets.token_urlsafe: 32 characters
-STREAM_PATH: Final = "/stream/media"
-WEBHOOK_PATH: Final = "/webhooks/telnyx"
 STREAM_CODEC: Final = "PCMU"
-_TELEFONO: Final = re.compile(r"\+[0-9]{8,15}")
 
 
-def stream_url_for(webhook_base_url: str) -> str:
-    """``WEBHOOK_BASE_URL`` → the ``wss://…/stream/media`` URL Telnyx connects to.
-
-    ``https`` becomes ``wss`` and ``http`` becomes ``ws``.
-
-    Raises:
-        ValueError: not an http(s) URL with a host.
-    """
-    parts = urlsplit(webhook_base_url.strip())
-    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"WEBHOOK_BASE_URL must be an http(s) URL, got {webhook_base_url!r}")
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + STREAM_PATH, "", ""))
-
-
-def webhook_url_for(webhook_base_url: str) -> str:
-    parts = urlsplit(webhook_base_url.strip())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + WEBHOOK_PATH, "", ""))
-
-
-def validate_initiate(body: object) -> tuple[dict[str, str], str, str]:
-    """Check ``{"nombre", "telefono"}``; returns (field errors, nombre, telefono)."""
-    errors: dict[str, str] = {}
-    if not isinstance(body, dict):
-        return {"body": "must be a JSON object with nombre and telefono"}, "", ""
-    nombre, telefono = body.get("nombre"), body.get("telefono")
-    if not isinstance(nombre, str) or not nombre.strip():
-        errors["nombre"] = "required: a non-empty string"
-    elif len(nombre.strip()) > NOMBRE_MAX_CHARS:
-        errors["nombre"] = f"at most {NOMBRE_MAX_CHARS} characters"
-    elif not nombre.strip().isprintable():
-        errors["nombre"] = "must be printable text (no control characters)"
-    if not isinstance(telefono, str) or not telefono:
-        errors["telefono"] = "required: an E.164 number such as +573001234567"
-    elif not _TELEFONO.fullmatch(telefono):
-        errors["telefono"] = "must be E.164: '+' then 8 to 15 digits, e.g. +573001234567"
-    if errors:
-        return errors, "", ""
-    assert isinstance(nombre, str) and isinstance(telefono, str)
-    return {}, nombre.strip(), telefono
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {bytes(k).decode("latin-1"): bytes(v).decode("latin-1")
-            for k, v in scope.get("headers", ())}
-
-
-async def _method_not_allowed(send: Send, allowed: str) -> None:
-    await respond_json(send, 405, {"error": f"use {allowed}"},
-                       extra_headers=[(b"allow", allowed.encode())])
-
-
-def _telnyx_error_body(exc: TelnyxError) -> dict[str, Any]:
-    if isinstance(exc, TelnyxApiError):
-        return {"error": "telnyx", "code": exc.code, "detail": exc.detail}
-    if isinstance(exc, TelnyxUnreachable):
-        return {"error": "telnyx_unreachable", "code": None, "detail": str(exc)}
-    return {"error": "telnyx", "code": None, "detail": str(exc)}
-
-
-@attrs.define(eq=False)
-class CallControl:
+@attrs.define(eq=False, kw_only=True)
+class CallControl(CallLifecycle):
     """The call-control routes and the webhook state machine over a :class:`CallBook`.
 
     ``telnyx`` is set by the composition root's lifespan service (which owns the HTTP client)
     before :meth:`run` starts; until then the routes answer 503.
     """
 
-    book: CallBook
-    registry: CallRegistry
-    tokens: StreamTokens
     connection_id: str
     from_number: str | None = None
     webhook_base_url: str | None = None
     public_key: Ed25519PublicKey | None = None
     public_key_problem: str | None = "TELNYX_PUBLIC_KEY is not set"
     inbound_calls: bool = True
-    telnyx: TelnyxControl | None = None
-    stream_connect_timeout_s: float = STREAM_CONNECT_TIMEOUT_S
     clock: Callable[[], float] = time.time  # for the webhook timestamp check
-    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, book: CallBook, registry: CallRegistry,
@@ -167,7 +97,8 @@ class CallControl:
                       connection_id=settings.telnyx_connection_id,
                       from_number=settings.telnyx_from_number,
                       webhook_base_url=settings.webhook_base_url,
-                      inbound_calls=settings.inbound_calls)
+                      inbound_calls=settings.inbound_calls,
+                      use_media_streams=settings.use_media_streams)
         if settings.telnyx_public_key is None:
             log.warning("TELNYX_PUBLIC_KEY is not set: every Telnyx webhook is refused (503), so "
                         "calls are placed but their progress is never seen")
@@ -196,21 +127,11 @@ class CallControl:
         app.http_prefix_routes.append(("/api/call/", self.call_action))
         app.http_routes[WEBHOOK_PATH] = self.webhook
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Lifespan service: the nursery where slow webhook work and stream watchdogs run."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-
     # -- POST /api/call/initiate ----------------------------------------------------------------
 
     async def initiate(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _method_not_allowed(send, "POST")
+            await method_not_allowed(send, "POST")
             return
         try:
             raw = await read_body(scope, receive, INITIATE_MAX_BODY_BYTES)
@@ -239,7 +160,8 @@ class CallControl:
         # Token first: Telnyx may open the stream before its answer to the dial reaches us.
         call = self.book.open(call_id, direction="outbound", stream_token=token,
                               telefono=telefono, nombre=nombre)
-        self.tokens.issued[token] = call_id
+        if self.use_media_streams:  # webhook mode: no stream, so no token opens one
+            self.tokens.issued[token] = call_id
         status, failure = 0, dict[str, Any]()
         try:
             result = await self.telnyx.dial(
@@ -248,7 +170,7 @@ class CallControl:
                 client_state=call_id, command_id=uuid.uuid4(), **self._stream_fields(token))
         except TelnyxError as exc:
             log.warning("dial failed", extra={"call_id": call_id, "error": str(exc)})
-            status, failure = 502, _telnyx_error_body(exc)
+            status, failure = 502, telnyx_error_body(exc)
         except LocalProtocolError as exc:  # our configuration (from number, URLs) is wrong
             log.error("dial not sent: bad call control configuration",
                       extra={"call_id": call_id, "reason": exc.reason})
@@ -288,7 +210,9 @@ class CallControl:
         return None
 
     def _stream_fields(self, token: str) -> dict[str, Any]:
-        """What a dial or an answer asks for in media-streams mode."""
+        """What a dial or an answer asks for: a media stream, or nothing in webhook mode."""
+        if not self.use_media_streams:
+            return {}
         assert self.webhook_base_url is not None
         return {"stream_url": stream_url_for(self.webhook_base_url),
                 "stream_track": "inbound_track", "stream_codec": STREAM_CODEC,
@@ -303,7 +227,7 @@ class CallControl:
             await respond_json(send, 404, {"error": f"no route {scope['path']}"})
             return
         if scope["method"] != "POST":
-            await _method_not_allowed(send, "POST")
+            await method_not_allowed(send, "POST")
             return
         call = self.book.get(call_id)
         if call is None:
@@ -322,7 +246,7 @@ class CallControl:
         try:
             result = await self.telnyx.hangup(call.call_control_id)
         except TelnyxError as exc:
-            await respond_json(send, 502, _telnyx_error_body(exc))
+            await respond_json(send, 502, telnyx_error_body(exc))
             return
         outcome = "requested"  # the call.hangup webhook ends it in the book
         if result.result == ALREADY_ENDED:
@@ -335,7 +259,7 @@ class CallControl:
 
     async def list_calls(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "GET":
-            await _method_not_allowed(send, "GET")
+            await method_not_allowed(send, "GET")
             return
         live = self.registry.calls
         await respond_json(send, 200, {"calls": [
@@ -345,7 +269,7 @@ class CallControl:
 
     async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _method_not_allowed(send, "POST")
+            await method_not_allowed(send, "POST")
             return
         if self.public_key is None:
             await respond_json(send, 503, {"error": self.public_key_problem})
@@ -358,7 +282,7 @@ class CallControl:
         except ClientGone:
             return
         try:
-            verify_webhook(self.public_key, _headers(scope), raw, now=self.clock())
+            verify_webhook(self.public_key, headers_of(scope), raw, now=self.clock())
         except WebhookSignatureError as exc:
             log.warning("webhook refused", extra={"reason": exc.reason,
                                                   "client": str(scope.get("client"))})
@@ -417,7 +341,10 @@ class CallControl:
         match payload:
             case cc.CallAnswered():
                 if self.book.advance(call, CallState.ANSWERED):
-                    self._spawn(self._watch_stream, call.call_id)
+                    if self.webhook_calls is not None:
+                        self._spawn(self._go_live, call.call_id)
+                    else:
+                        self._spawn(self._watch_stream, call.call_id)
             case cc.StreamingStarted():
                 self.book.advance(call, CallState.STREAMING)
             case cc.StreamingStopped():
@@ -429,8 +356,12 @@ class CallControl:
             case cc.CallHangup():
                 cause = payload.hangup_cause or "unspecified"
                 self._ended(call, hangup_cause=cause, reason=f"hangup: {cause}")
+            case (cc.CallTranscription() | cc.CallSpeakStarted() | cc.CallSpeakEnded()
+                  | cc.CallPlaybackStarted() | cc.CallPlaybackEnded()):
+                if self.webhook_calls is not None:
+                    self.webhook_calls.route(call, payload, event.id)
             case _:
-                pass  # call.initiated (outgoing), dtmf, speak/playback: nothing to do here yet
+                pass  # call.initiated (outgoing), dtmf: nothing to do
 
     def _incoming(self, payload: cc.CallInitiated) -> None:
         extra = {"call_control_id": payload.call_control_id, "from": payload.from_}
@@ -445,7 +376,8 @@ class CallControl:
         token = secrets.token_urlsafe(STREAM_TOKEN_BYTES)
         call = self.book.open(call_id, direction="inbound", stream_token=token,
                               telefono=payload.from_, call_control_id=payload.call_control_id)
-        self.tokens.issued[token] = call_id
+        if self.use_media_streams:
+            self.tokens.issued[token] = call_id
         log.info("answering inbound call", extra={**extra, "call_id": call_id})
         self._spawn(self._answer, call)
 
@@ -469,66 +401,3 @@ class CallControl:
         except TelnyxError as exc:
             log.error("answer failed", extra={"call_id": call.call_id, "error": str(exc)})
             self._ended(call, hangup_cause=None, reason=f"answer failed: {exc}")
-
-    async def _watch_stream(self, call_id: str) -> None:
-        """After ``call.answered``: no media stream within the timeout → hang up."""
-        await trio.sleep(self.stream_connect_timeout_s)
-        call = self.book.get(call_id)
-        if call is None or call.ended or call.state is CallState.STREAMING:
-            return
-        if call_id in self.registry.calls:  # the stream is up; its webhook is late or lost
-            return
-        log.warning("media stream never connected: hanging up",
-                    extra={"call_id": call_id, "timeout_s": self.stream_connect_timeout_s})
-        self._abort(call, "stream never connected")
-
-    def _abort(self, call: BookedCall, reason: str) -> None:
-        """End a call from our side: the book first (the hangup webhook only adds the cause)."""
-        self._ended(call, hangup_cause=None, reason=reason)
-        if call.call_control_id is not None:
-            self._spawn(self._hangup_quietly, call.call_control_id, call.call_id)
-
-    def _ended(self, call: BookedCall, *, hangup_cause: str | None, reason: str) -> None:
-        first = self.book.end(call, hangup_cause=hangup_cause, reason=reason)
-        self.tokens.issued.pop(call.stream_token, None)
-        handle = self.registry.calls.get(call.call_id)
-        if handle is not None:  # the call's actors shut down gracefully, publishing 'ended'
-            handle.stop(call.end_reason or reason)
-        if first:
-            log.info("call ended", extra={"call_id": call.call_id, "reason": call.end_reason,
-                                          "hangup_cause": call.hangup_cause})
-
-    async def _hangup_quietly(self, call_control_id: str, call_id: str | None) -> None:
-        if self.telnyx is None:
-            return
-        try:
-            await self.telnyx.hangup(call_control_id)
-        except TelnyxError as exc:
-            log.error("hangup failed", extra={"call_id": call_id, "error": str(exc)})
-
-    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-        if self._nursery is None:
-            log.warning("call control not running: background work dropped",
-                        extra={"work": getattr(fn, "__name__", repr(fn))})
-            return
-        self._nursery.start_soon(self._guarded, fn, *args)
-
-    @staticmethod
-    async def _guarded(fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-        """One call's background work failing (a bug) is logged; it never ends the service."""
-        try:
-            await fn(*args)
-        except Exception:
-            log.exception("call control background work failed",
-                          extra={"work": getattr(fn, "__name__", repr(fn))})
-
-
-def mount_disabled(app: App, reason: str) -> None:
-    """Call control is off: ``/api/*`` and the webhook answer 503 with ``reason``."""
-
-    async def unavailable(scope: Scope, receive: Receive, send: Send) -> None:
-        await respond_json(send, 503, {"error": reason})
-
-    handler: Handler = unavailable
-    app.http_prefix_routes.append(("/api/", handler))
-    app.http_routes[WEBHOOK_PATH] = handler

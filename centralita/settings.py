@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT: Final = 8000
 DEFAULT_RELAY_PORT: Final = 7070
 DEFAULT_BACKLOG_TTL_S: Final = 3600.0
+# Webhook mode (USE_MEDIA_STREAMS=false). The seed speaks Spanish and sends its webhook-mode
+# audio through Deepgram; the Telnyx-side voice is Polly's Latin-American Spanish neural voice.
+DEFAULT_SPEAK_VOICE: Final = "AWS.Polly.Lupe-Neural"
+DEFAULT_SPEAK_LANGUAGE: Final = "es-US"
+DEFAULT_TRANSCRIPTION_ENGINE: Final = "Deepgram"
+DEFAULT_TRANSCRIPTION_MODEL: Final = "deepgram/nova-3"
+DEFAULT_TRANSCRIPTION_LANGUAGE: Final = "es"
+DEFAULT_S3_PREFIX: Final = "centralita/replies/"
+DEFAULT_S3_PRESIGN_EXPIRY_S: Final = 900  # a reply is fetched within seconds; SigV4 allows 7 days
+S3_PRESIGN_MAX_EXPIRY_S: Final = 7 * 24 * 3600
 
 
 class SettingsError(ValueError):
@@ -92,6 +102,28 @@ def _call_mode(raw: str | None) -> str:
     return mode
 
 
+def _transcription_model(raw: str | None) -> str | None:
+    # Unset: the default model; "none" (or "-"): let Telnyx pick the engine's default.
+    if raw is None or raw.strip() == "":
+        return DEFAULT_TRANSCRIPTION_MODEL
+    return None if raw.strip().lower() in {"none", "-"} else raw.strip()
+
+
+def _s3_prefix(raw: str | None) -> str:
+    if raw is None:
+        return DEFAULT_S3_PREFIX
+    prefix = raw.strip().lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _presign_expiry(raw: str | None) -> int:
+    value = _int("S3_PRESIGN_EXPIRY", raw, DEFAULT_S3_PRESIGN_EXPIRY_S)
+    if not 1 <= value <= S3_PRESIGN_MAX_EXPIRY_S:
+        raise SettingsError(f"S3_PRESIGN_EXPIRY={raw!r}: expected 1 to {S3_PRESIGN_MAX_EXPIRY_S} "
+                            "seconds (SigV4 presigned URLs live at most 7 days)")
+    return value
+
+
 def _secret(raw: str | None) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -128,9 +160,18 @@ class Settings:
     stt_engine: Engine | None = None
     tts_engine: Engine | None = None
     llm_engine: Engine | None = None
-    # S3 (webhook-mode playback)
+    # Webhook mode (USE_MEDIA_STREAMS=false): Telnyx transcribes; replies by speak or S3 playback
+    telnyx_speak_voice: str = DEFAULT_SPEAK_VOICE
+    telnyx_speak_language: str = DEFAULT_SPEAK_LANGUAGE
+    telnyx_transcription_engine: str = DEFAULT_TRANSCRIPTION_ENGINE
+    telnyx_transcription_model: str | None = DEFAULT_TRANSCRIPTION_MODEL
+    telnyx_transcription_language: str = DEFAULT_TRANSCRIPTION_LANGUAGE
+    # S3 (webhook-mode playback; credentials come from the standard AWS variables via boto3)
     aws_endpoint_url: str | None = None
+    aws_region: str | None = None
     s3_bucket: str | None = None
+    s3_prefix: str = DEFAULT_S3_PREFIX
+    s3_presign_expiry_s: int = DEFAULT_S3_PRESIGN_EXPIRY_S
     # Relay
     relay_url: str | None = None
     relay_token: Secret | None = None
@@ -176,8 +217,18 @@ class Settings:
             stt_engine=engine("STT_ENGINE"),
             tts_engine=engine("TTS_ENGINE"),
             llm_engine=engine("LLM_ENGINE"),
+            telnyx_speak_voice=env.get("TELNYX_SPEAK_VOICE") or DEFAULT_SPEAK_VOICE,
+            telnyx_speak_language=env.get("TELNYX_SPEAK_LANGUAGE") or DEFAULT_SPEAK_LANGUAGE,
+            telnyx_transcription_engine=(env.get("TELNYX_TRANSCRIPTION_ENGINE")
+                                         or DEFAULT_TRANSCRIPTION_ENGINE),
+            telnyx_transcription_model=_transcription_model(env.get("TELNYX_TRANSCRIPTION_MODEL")),
+            telnyx_transcription_language=(env.get("TELNYX_TRANSCRIPTION_LANGUAGE")
+                                           or DEFAULT_TRANSCRIPTION_LANGUAGE),
             aws_endpoint_url=_str(env.get("AWS_ENDPOINT_URL")),
+            aws_region=_str(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")),
             s3_bucket=_str(env.get("S3_BUCKET")),
+            s3_prefix=_s3_prefix(env.get("S3_PREFIX")),
+            s3_presign_expiry_s=_presign_expiry(env.get("S3_PRESIGN_EXPIRY")),
             relay_url=_str(env.get("RELAY_URL")),
             relay_token=_secret(env.get("RELAY_TOKEN")),
             relay_backlog_ttl_s=_float("RELAY_BACKLOG_TTL", env.get("RELAY_BACKLOG_TTL"),

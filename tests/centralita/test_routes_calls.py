@@ -207,8 +207,6 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
 @pytest.mark.parametrize(("settings", "reason"), [
     ({}, "TELNYX_API_KEY and TELNYX_CONNECTION_ID not set"),
     ({"telnyx_api_key": Secret("k")}, "TELNYX_CONNECTION_ID not set"),
-    ({"telnyx_api_key": Secret("k"), "telnyx_connection_id": "c", "use_media_streams": False},
-     "webhook mode (USE_MEDIA_STREAMS=false) is not built yet"),
 ])
 async def test_without_call_control_the_api_answers_503_with_the_reason(
         settings: dict[str, Any], reason: str, caplog: pytest.LogCaptureFixture) -> None:

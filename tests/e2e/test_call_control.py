@@ -113,12 +113,14 @@ async def open_call_stack(*, claude: bool = False, callee: CalleeScript | None =
                           anthropic: AnthropicEmulator | None = None,
                           speak: DeepgramSpeakEmulator | None = None,
                           callee_for: Callable[[str], CalleeScript] | None = None,
+                          overrides: dict[str, Any] | None = None,
                           ) -> AsyncIterator[CallStack]:
     """The service (call control on) on a free loopback port, and its emulators.
 
     Deepgram listen and speak are always the emulators; the Brain is Claude (the Anthropic
     emulator) with ``claude``, else the local scripted dialogue (``demo_es``: it answers "saldo"
-    and says goodbye — then hangs up — on "no gracias eso es todo").
+    and says goodbye — then hangs up — on "no gracias eso es todo"). ``overrides`` change the
+    service's (e.g. ``use_media_streams=False`` for webhook mode).
     """
     port = free_port()  # the webhook and stream URLs must be known before the server binds
     base_url = f"http://127.0.0.1:{port}"
@@ -139,7 +141,8 @@ async def open_call_stack(*, claude: bool = False, callee: CalleeScript | None =
                             telnyx_api_key=Secret(TELNYX_KEY), telnyx_api_base=telnyx_base,
                             telnyx_connection_id="conn-1", telnyx_from_number=FROM_NUMBER,
                             telnyx_public_key=telnyx.public_key_b64 if public_key else None,
-                            webhook_base_url=base_url, inbound_calls=inbound_calls, **extra)
+                            webhook_base_url=base_url, inbound_calls=inbound_calls,
+                            **{**extra, **(overrides or {})})
         app, service = build_service_app(settings)
         stop, server_done = trio.Event(), trio.Event()
 
@@ -270,6 +273,10 @@ async def test_a_hangup_webhook_stops_the_calls_supervisor() -> None:
         call = await cs.wait_state(call_id, "ended")
         assert call["hangupCause"] == "normal_clearing"
         assert hangups(cs.emulated(call["callControlId"])) == []  # the callee hung up
+        # The stream stops before call.hangup lands; the relay's end still carries the cause.
+        assert events[-1]["type"] == "call" and events[-1]["state"] == "ended"
+        assert events[-1]["hangupCause"] == "normal_clearing"
+        assert events[-1]["streamId"]
 
 
 async def test_hanging_up_an_ended_or_unknown_call() -> None:
