@@ -3,33 +3,40 @@
 The wire format is `protocols.deepgram_listen`; the failure modes guarded against are those of
 ``/work/shared/protocols/deepgram.md`` §3 and §7 (idle 1011 closes, finals lost on close, empty
 frames, reconnect gaps, timestamps restarting at zero on every connection).
+
+This module is the actor: connection lifecycle, writer (replay, audio, KeepAlive, CloseStream) and
+reader. Its parts live beside it: `actors.deepgram_errors` (the errors it raises and its statistics
+record), `actors.deepgram_connection` (one socket's state and its connection-time to call-time
+timeline), `actors.deepgram_turns` (server messages as call-time transcript events, in turns) and
+`actors.deepgram_audio` (audio as Deepgram takes it; what is not yet finalised, for replay).
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from contextlib import nullcontext
 from typing import Any, Final
 
 import attrs
 import trio
-from trio_websocket import (
-    CloseReason, ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection,
-)
+from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected, HandshakeError
 
-from actors.messages import (
-    FRAME_S, AudioFrame, CallerStartedSpeaking, CallInfo, RelayInput, Transcript, TranscriptFinal,
-    TranscriptPartial, UtteranceEnded,
+from actors.deepgram_audio import ReplayBuffer, listen_options, payload_seconds, to_deepgram
+from actors.deepgram_connection import (  # the two constants: re-exported, they used to live here
+    TIME_TOLERANCE_S, TIMELINE_RUNS, Connection, ConnectionOver,
 )
+from actors.deepgram_errors import (
+    DeepgramDropped, DeepgramLinkError, DeepgramLinkStatistics, DeepgramRejected, link_error,
+)
+from actors.deepgram_turns import ONSET_TOLERANCE_S, TurnTracker  # the constant: re-exported
+from actors.messages import FRAME_S, AudioFrame, CallInfo, RelayInput, Transcript
 from actors.ws_client import abort_ws, open_ws_client
-from protocols.audio import Codec, l16be_decode, pcm16le_encode
 from protocols.deepgram_listen import (
     KEEPALIVE_INTERVAL_S, KEEPALIVE_TEXT, CloseStream, CloseVerdict, ErrorMessage, ListenOptions,
-    Metadata, Recovery, Results, ServerMessage, SpeechStarted, UtteranceEnd, auth_header,
-    build_listen_url, classify_close, classify_handshake, decode_server, encode_client,
+    Metadata, Recovery, ServerMessage, auth_header, build_listen_url, classify_close,
+    classify_handshake, decode_server, encode_client,
 )
 from protocols.errors import RemoteProtocolError
 from supervisor import Backoff, ChildSpec, CloneableChannel, MailboxReceiver, Restart, cleanup_scope
@@ -50,63 +57,10 @@ WS_QUEUE_MESSAGES: Final = 16
 REPLAY_BATCH_FRAMES: Final = 10
 #: Frames already queued when a message goes out join it, up to this many (200 ms of audio).
 COALESCE_MAX_FRAMES: Final = 10
-#: Call times closer than this count as equal (frame contiguity, "already finalised").
-TIME_TOLERANCE_S: Final = 0.001
-#: A SpeechStarted this close to one already reported is that onset heard again in a replay.
-ONSET_TOLERANCE_S: Final = 0.1
-#: Contiguous runs of audio a connection remembers for mapping its times to call time.
-TIMELINE_RUNS: Final = 1024
 #: What the composition root gives the call supervisor (`SupervisorSpec.backoff`).
 RESTART_BACKOFF: Final = Backoff(initial_s=0.1, factor=2.0, max_s=2.0)
 
 _CLOSE_STREAM_TEXT: Final = encode_client(CloseStream())
-_ENCODINGS: Final = {Codec.PCMU: "mulaw", Codec.PCMA: "alaw", Codec.L16: "linear16"}
-
-
-class DeepgramLinkError(Exception):
-    """The Deepgram connection failed; ``verdict`` (from `protocols.deepgram_listen`) says why."""
-
-    def __init__(self, verdict: CloseVerdict, detail: str, *, status_code: int | None = None,
-                 close_code: int | None = None) -> None:
-        super().__init__(f"{detail} ({verdict.explanation})")
-        self.verdict, self.detail = verdict, detail
-        self.status_code, self.close_code = status_code, close_code
-
-
-class DeepgramDropped(DeepgramLinkError):
-    """Transient: the socket dropped, closed with 1011/1006, timed out, or was refused with 429/5xx."""
-
-
-class DeepgramRejected(DeepgramLinkError):
-    """Fatal: bad credentials or parameters (401/402/403/400), or audio Deepgram cannot decode."""
-
-
-def _link_error(verdict: CloseVerdict, detail: str, **codes: int | None) -> DeepgramLinkError:
-    kind = DeepgramRejected if verdict.recovery is Recovery.FATAL else DeepgramDropped
-    return kind(verdict, detail, **codes)
-
-
-@attrs.frozen
-class DeepgramLinkStatistics:
-    """A snapshot of one link across its connections (``connects - 1`` reconnects)."""
-
-    connects: int = 0
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    audio_messages_sent: int = 0
-    keepalives_sent: int = 0
-    replayed_frames: int = 0
-    replay_overflow_frames: int = 0  # evicted by replay_limit_s before Deepgram finalised them
-    frames_skipped: int = 0  # empty or malformed payloads, never sent
-    results_received: int = 0
-    partials: int = 0
-    finals: int = 0
-    utterance_ends: int = 0
-    speech_started: int = 0
-    server_errors: int = 0
-    undecodable: int = 0
-    replay_buffered_s: float = 0.0
-    turn_id: str = "t-1"
 
 
 @attrs.define(eq=False)
@@ -143,18 +97,12 @@ class DeepgramLink:
     send_timeout_s: float = SEND_TIMEOUT_S
     replay_limit_s: float = REPLAY_LIMIT_S
     batch_frames: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    # Survives restarts (the supervisor calls run() again on this object):
-    # Audio sent but not yet finalised, as (call time, payload): plain tuples of a float and bytes,
-    # which the garbage collector stops tracking after one pass, so the seconds of audio every call
-    # keeps do not weigh on every later gen-1/gen-2 collection (AudioFrames were ~20 % of the
-    # tracked heap at 100 calls, and most of what survived gen 0).
-    _replay: deque[tuple[float, bytes]] = attrs.field(factory=deque, init=False)
-    _replay_s: float = attrs.field(default=0.0, init=False)
-    _turn: int = attrs.field(default=1, init=False)
-    _turn_has_words: bool = attrs.field(default=False, init=False)
-    _turn_ended_at_s: float = attrs.field(default=-math.inf, init=False)
-    _last_final_end_s: float = attrs.field(default=-math.inf, init=False)
-    _onset_s: float = attrs.field(default=-math.inf, init=False)  # latest SpeechStarted sent
+    # Survives restarts (the supervisor calls run() again on this object): the audio sent but not
+    # yet finalised, and the turns (counter, last final's time, latest onset; a final trims replay).
+    _replay: ReplayBuffer = attrs.field(init=False, default=attrs.Factory(
+        lambda self: ReplayBuffer(self.call.audio_format), takes_self=True))
+    _turns: TurnTracker = attrs.field(init=False, default=attrs.Factory(
+        lambda self: TurnTracker(on_final=self._replay.forget_until), takes_self=True))
     _clock_s: float = attrs.field(default=0.0, init=False)  # end of the latest frame sent
     _rejected: DeepgramRejected | None = attrs.field(default=None, init=False)
     _counts: Counter[str] = attrs.field(factory=Counter, init=False)
@@ -165,13 +113,7 @@ class DeepgramLink:
 
         L16 goes out as ``linear16``, little-endian: the link swaps Telnyx's big-endian samples.
         """
-        fmt = call.audio_format
-        options = ListenOptions(
-            model="nova-3", language="es", encoding=_ENCODINGS[fmt.codec],
-            sample_rate=fmt.sample_rate_hz, channels=1, interim_results=True, endpointing=200,
-            utterance_end_ms=1000, vad_events=True,
-        )
-        return attrs.evolve(options, **overrides)
+        return listen_options(call, **overrides)
 
     def child_spec(self, *, inbox: MailboxReceiver[AudioFrame],
                    transcripts_out: CloneableChannel | None = None,
@@ -185,8 +127,9 @@ class DeepgramLink:
                          shutdown_s=self.send_timeout_s + self.close_timeout_s + 1.0)
 
     def statistics(self) -> DeepgramLinkStatistics:
-        return DeepgramLinkStatistics(**self._counts, replay_buffered_s=self._replay_s,
-                                      turn_id=self._turn_id)
+        return DeepgramLinkStatistics(**self._counts, **self._turns.counts,
+                                      replay_buffered_s=self._replay.buffered_s,
+                                      turn_id=self._turns.turn_id)
 
     async def run(self, inbox: MailboxReceiver[AudioFrame], *,
                   transcripts_out: trio.abc.SendChannel[Transcript] | None = None,
@@ -222,18 +165,18 @@ class DeepgramLink:
             ) as ws:
                 self._counts["connects"] += 1
                 self._log(logging.INFO, "connected to Deepgram (connection %d, %.2fs to replay)",
-                          self._counts["connects"], self._replay_s)
+                          self._counts["connects"], self._replay.buffered_s)
                 task_status.started()
-                await self._stream(_Connection(ws, outputs, bool(outputs)), inbox)
+                await self._stream(Connection(ws, outputs, bool(outputs)), inbox)
         except ConnectionRejected as exc:
-            raise _link_error(classify_handshake(exc.status_code),
-                              f"handshake refused with HTTP {exc.status_code}",
-                              status_code=exc.status_code) from exc
+            raise link_error(classify_handshake(exc.status_code),
+                             f"handshake refused with HTTP {exc.status_code}",
+                             status_code=exc.status_code) from exc
         except HandshakeError as exc:  # connect timeout, DNS, TCP or TLS failure
             raise DeepgramDropped(CloseVerdict(Recovery.RECONNECT, None, "could not connect"),
                                   f"connect failed: {exc}") from exc
 
-    async def _stream(self, conn: _Connection, inbox: MailboxReceiver[AudioFrame]) -> None:
+    async def _stream(self, conn: Connection, inbox: MailboxReceiver[AudioFrame]) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 conn.scope = nursery.cancel_scope
@@ -258,7 +201,7 @@ class DeepgramLink:
         if conn.given_outputs and not conn.outputs:
             self._log(logging.INFO, "every output is closed; stopping")
 
-    async def _write(self, conn: _Connection, inbox: MailboxReceiver[AudioFrame],
+    async def _write(self, conn: Connection, inbox: MailboxReceiver[AudioFrame],
                      nursery: trio.Nursery) -> None:
         """Replay, then forward audio, then CloseStream at end of input; KeepAlive runs beside.
 
@@ -267,7 +210,7 @@ class DeepgramLink:
         filled batch waits with one (it goes out after one batch's worth of audio at most).
         """
         try:
-            replay = [AudioFrame(call_time_s, payload) for call_time_s, payload in self._replay]
+            replay = self._replay.frames()
             for i in range(0, len(replay), REPLAY_BATCH_FRAMES):
                 await self._send_audio(conn, replay[i:i + REPLAY_BATCH_FRAMES])
             self._counts["replayed_frames"] += len(replay)
@@ -301,7 +244,7 @@ class DeepgramLink:
                 await self._send_audio(conn, batch)
             conn.close_stream_sent = True  # before sending: the server may close at once
             await self._send(conn, _CLOSE_STREAM_TEXT)
-        except _ConnectionOver:
+        except ConnectionOver:
             return
 
     def _take_waiting(self, inbox: MailboxReceiver[AudioFrame], batch: list[AudioFrame]) -> bool:
@@ -320,7 +263,7 @@ class DeepgramLink:
                 batch.append(accepted)
         return False
 
-    async def _keep_alive(self, conn: _Connection) -> None:
+    async def _keep_alive(self, conn: Connection) -> None:
         """``KeepAlive`` whenever no audio has gone out for ``keepalive_s`` (every send moves
         ``conn.keepalive_due``); Deepgram closes a socket that hears nothing for ~10 s."""
         try:
@@ -330,10 +273,10 @@ class DeepgramLink:
                     self._counts["keepalives_sent"] += 1
                     conn.keepalive_due = trio.current_time() + self.keepalive_s
                 await trio.sleep_until(conn.keepalive_due)
-        except _ConnectionOver:
+        except ConnectionOver:
             return
 
-    async def _read(self, conn: _Connection) -> None:
+    async def _read(self, conn: Connection) -> None:
         while True:
             try:
                 data = await conn.ws.get_message()
@@ -358,7 +301,7 @@ class DeepgramLink:
                     conn.end(None)
                     return
 
-    async def _send_audio(self, conn: _Connection, frames: list[AudioFrame]) -> None:
+    async def _send_audio(self, conn: Connection, frames: list[AudioFrame]) -> None:
         payload = b"".join(frame.payload for frame in frames)
         for frame in frames:
             conn.sent(frame.call_time_s, self._duration_s(frame))
@@ -367,7 +310,7 @@ class DeepgramLink:
         self._counts.update(frames_sent=len(frames), bytes_sent=len(payload), audio_messages_sent=1)
         conn.keepalive_due = trio.current_time() + self.keepalive_s
 
-    async def _send(self, conn: _Connection, message: str | bytes) -> None:
+    async def _send(self, conn: Connection, message: str | bytes) -> None:
         if not message:  # an empty binary frame means CloseStream to Deepgram
             return
         try:
@@ -375,15 +318,15 @@ class DeepgramLink:
                 await conn.ws.send_message(message)
         except ConnectionClosed as exc:
             conn.end(self._close_error(conn, exc.reason))
-            raise _ConnectionOver from None
+            raise ConnectionOver from None
         if sending.cancelled_caught:  # a polite close would block on the same full buffer
             conn.stuck = True
             conn.end(DeepgramDropped(CloseVerdict(Recovery.RECONNECT, None, "network stalled"),
                                      f"a send took longer than {self.send_timeout_s:g}s"))
             await abort_ws(conn.ws)
-            raise _ConnectionOver
+            raise ConnectionOver
 
-    def _close_error(self, conn: _Connection, reason: CloseReason | None) -> DeepgramLinkError | None:
+    def _close_error(self, conn: Connection, reason: CloseReason | None) -> DeepgramLinkError | None:
         code = None if reason is None else reason.code
         text = (None if reason is None else reason.reason) or ""
         verdict = classify_close(code, text)
@@ -393,150 +336,41 @@ class DeepgramLink:
             return None  # the end we asked for
         if verdict.recovery is Recovery.FINISHED:
             verdict = CloseVerdict(Recovery.RECONNECT, verdict.error_code, "closed unasked")
-        return _link_error(verdict, f"connection closed with {code} {text}".rstrip(), close_code=code)
+        return link_error(verdict, f"connection closed with {code} {text}".rstrip(), close_code=code)
 
     # -- what the server says, in call time -----------------------------------------------------
 
-    def _events(self, conn: _Connection, message: ServerMessage) -> list[Transcript]:
-        if isinstance(message, Results):
-            self._counts["results_received"] += 1
-            return self._on_results(message.shifted(conn.offset_at(message.start)))
-        if isinstance(message, UtteranceEnd):
-            end_s = message.shifted(conn.offset_at(message.last_word_end)).last_word_end
-            if not self._turn_has_words or end_s <= self._turn_ended_at_s + TIME_TOLERANCE_S:
-                return []  # follows the speech_final that already ended this turn
-            ended = UtteranceEnded(self._turn_id, end_s)
-            self._counts["utterance_ends"] += 1
-            self._end_turn(end_s)
-            return [ended]
-        if isinstance(message, SpeechStarted):
-            onset_s = message.shifted(conn.offset_at(message.timestamp)).timestamp
-            if onset_s <= self._onset_s + ONSET_TOLERANCE_S:
-                return []  # a replay made Deepgram hear an onset it had already reported
-            self._onset_s = onset_s
-            self._counts["speech_started"] += 1
-            return [CallerStartedSpeaking(onset_s)]
+    def _events(self, conn: Connection, message: ServerMessage) -> list[Transcript]:
         if isinstance(message, ErrorMessage):
             self._counts["server_errors"] += 1
             self._log(logging.WARNING, "Deepgram error %s: %s", message.variant, message.description)
-        elif isinstance(message, Metadata):
+            return []
+        if isinstance(message, Metadata):
             self._log(logging.INFO, "Deepgram session %s ended after %.2fs of audio",
                       message.request_id, message.duration)
-        return []  # UnknownMessage: skipped, as Deepgram asks of clients
-
-    def _on_results(self, results: Results) -> list[Transcript]:
-        text, start_s, end_s = results.transcript, results.start, results.end
-        if end_s <= self._last_final_end_s + TIME_TOLERANCE_S:
-            return []  # replayed audio that was finalised before the reconnect
-        if results.is_final:  # an empty final too: that audio needs no replay
-            self._last_final_end_s = end_s
-            while self._replay and self._replay_end_s(self._replay[0]) <= end_s + TIME_TOLERANCE_S:
-                self._replay_s -= self._seconds(self._replay.popleft()[1])
-        if not text:
             return []
-        # Report when the words were said, not the result window (windows tile the audio).
-        words = results.channel.alternatives[0].words
-        if words:
-            start_s, end_s = words[0].start, words[-1].end
-        self._turn_has_words = True
-        if not results.is_final:
-            self._counts["partials"] += 1
-            return [TranscriptPartial(self._turn_id, text, start_s, end_s)]
-        final = TranscriptFinal(self._turn_id, text, start_s, end_s, results.speech_final,
-                                received_at_s=self._clock_s)
-        self._counts["finals"] += 1
-        if results.speech_final:
-            self._end_turn(end_s)
-        return [final]
-
-    @property
-    def _turn_id(self) -> str:
-        return f"t-{self._turn}"
-
-    def _end_turn(self, end_s: float) -> None:
-        self._turn, self._turn_has_words, self._turn_ended_at_s = self._turn + 1, False, end_s
+        # Speech (Results, UtteranceEnd, SpeechStarted); UnknownMessage: skipped, as Deepgram asks.
+        return self._turns.events(message, conn.offset_at, self._clock_s)
 
     # -- audio ----------------------------------------------------------------------------------
 
     def _accept(self, frame: AudioFrame) -> AudioFrame | None:
         """The frame as Deepgram wants it, kept for replay; None if it must not be sent."""
-        payload = frame.payload
-        if payload and self.call.audio_format.codec is Codec.L16:
-            try:
-                payload = pcm16le_encode(l16be_decode(payload))
-            except RemoteProtocolError:  # an odd byte count
-                payload = b""
+        payload = to_deepgram(frame.payload, self.call.audio_format.codec)
         if not payload:
             self._counts["frames_skipped"] += 1
             return None
         accepted = frame if payload is frame.payload else AudioFrame(frame.call_time_s, payload)
-        self._replay.append((frame.call_time_s, payload))
-        self._replay_s += self._seconds(payload)
-        while self._replay_s > self.replay_limit_s and len(self._replay) > 1:
-            self._replay_s -= self._seconds(self._replay.popleft()[1])
-            self._counts["replay_overflow_frames"] += 1
+        evicted = self._replay.add(frame.call_time_s, payload, self.replay_limit_s)
+        if evicted:
+            self._counts["replay_overflow_frames"] += evicted
         return accepted
 
-    def _seconds(self, payload: bytes) -> float:
-        fmt = self.call.audio_format
-        return len(payload) / (fmt.sample_rate_hz * fmt.codec.bytes_per_sample)
-
     def _duration_s(self, frame: AudioFrame) -> float:
-        return self._seconds(frame.payload)
+        return payload_seconds(self.call.audio_format, frame.payload)
 
     def _end_s(self, frame: AudioFrame) -> float:
         return frame.call_time_s + self._duration_s(frame)
 
-    def _replay_end_s(self, buffered: tuple[float, bytes]) -> float:
-        return buffered[0] + self._seconds(buffered[1])
-
     def _log(self, level: int, message: str, *args: object) -> None:
         logger.log(level, message, *args, extra={"call_id": self.call.call_id})
-
-
-class _ConnectionOver(Exception):
-    """Internal: a send found the connection over; the reason is in ``_Connection.failure``."""
-
-
-@attrs.define(eq=False)
-class _Connection:
-    """One socket's state; what must outlive it is on the link.
-
-    It also maps the connection's audio time (seconds it has received, from 0) to call time.
-    Deepgram's clock advances only with audio, so a gap in the call's audio (frames dropped under
-    load or while reconnecting) would skew every later time: each contiguous run keeps its offset.
-    """
-
-    ws: WebSocketConnection
-    outputs: list[trio.abc.SendChannel[Any]]  # those still open
-    given_outputs: bool
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    ended: trio.Event = attrs.Factory(trio.Event)
-    failure: DeepgramLinkError | None = None
-    close_stream_sent: bool = False
-    stuck: bool = False
-    keepalive_due: float = 0.0
-    run_starts: list[float] = attrs.Factory(list)  # connection time at which each run begins
-    run_offsets: list[float] = attrs.Factory(list)  # call time minus connection time in it
-    audio_s: float = 0.0
-    next_call_s: float = math.nan
-
-    def end(self, failure: DeepgramLinkError | None) -> None:
-        """Over: closed as asked (None) or with ``failure`` (the first one wins)."""
-        self.failure = self.failure or failure
-        self.ended.set()
-        if self.failure is not None or (self.given_outputs and not self.outputs):
-            self.scope.cancel()
-
-    def sent(self, call_time_s: float, duration_s: float) -> None:
-        if not abs(call_time_s - self.next_call_s) <= TIME_TOLERANCE_S:  # NaN: the first frame
-            self.run_starts.append(self.audio_s)
-            self.run_offsets.append(call_time_s - self.audio_s)
-            if len(self.run_starts) > TIMELINE_RUNS:
-                del self.run_starts[0], self.run_offsets[0]
-        self.audio_s += duration_s
-        self.next_call_s = call_time_s + duration_s
-
-    def offset_at(self, connection_s: float) -> float:
-        index = bisect.bisect_right(self.run_starts, connection_s + TIME_TOLERANCE_S) - 1
-        return self.run_offsets[max(index, 0)] if self.run_offsets else 0.0
