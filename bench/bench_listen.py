@@ -91,8 +91,10 @@ def run_json(argv: Sequence[str], cpu: int, timeout_s: float) -> dict[str, Any]:
 
 def service_argv(batch: int, port: int, args: argparse.Namespace) -> list[str]:
     extra = [] if args.gc_log_ms is None else ["--gc-log-ms", str(args.gc_log_ms)]
-    if args.gc_freeze:
-        extra.append("--gc-freeze")
+    if args.gc_untuned:
+        extra.append("--gc-untuned")
+    if args.gc_threshold:
+        extra += ["--gc-threshold", args.gc_threshold]
     return [PYTHON, "-m", "bench.listen.service", "--batch-frames", str(batch), "--host", LOOPBACK,
             "--port", str(port), *extra]
 
@@ -269,8 +271,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gc-log-ms", type=float, default=None, metavar="MS",
                    help="diagnostic: log the service's garbage collections of at least MS ms "
                         "(in the run's service logs)")
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="experiment: the service calls gc.freeze() after start-up")
+    p.add_argument("--gc-threshold", default=None, metavar="G0,G1,G2",
+                   help="experiment: settle_heap's thresholds for the service")
+    p.add_argument("--gc-untuned", action="store_true",
+                   help="experiment: the service without `centralita serve`'s GC tuning (settle_heap)")
     p.add_argument("--keep-npz", action="store_true", help="keep the per-frame send/receive times (.npz)")
     p.add_argument("--max-other-cpu", type=float, default=15.0, metavar="PCT",
                    help="a run in which other processes used more than PCT %% of a core is retried and left "

@@ -92,6 +92,29 @@ async def serve(app: App, settings: Settings, *,
             await stop.wait()
 
 
+#: The cyclic GC's thresholds once the service is built (CPython's default: 700, 10, 10).
+GC_THRESHOLDS: Final = (5_000, 50, 10)
+
+
+def settle_heap(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Tune the cyclic garbage collector for a process full of live calls (call it once the app
+    is built, before serving). The GC is process-wide state, so only the CLI (and benchmarks that
+    stand in for it) call this.
+
+    - ``gc.freeze()``: everything built so far lives for the whole process; without this, full
+      collections walked ~250k start-up objects for 90-150 ms each, stalling every call at once.
+    - Higher thresholds: a call's steady state makes little cyclic garbage (frames and messages die
+      by reference count), but with the default 700 every burst of live objects triggered a
+      collection, and every gen-1 pass promoted whatever was in flight to gen 2, so full passes
+      over the calls' own objects (~50k at 100 calls, 30-40 ms) came every few seconds.
+      ``bench/bench_listen.py`` at 100 calls: frame -> Deepgram p99 7.8-8.3 ms / max 49-53 ms with
+      the defaults, 1.2-1.4 ms / max 4-5 ms with these (bench/RESULTS.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
+
+
 def run_from_cli(command: str, settings: Settings) -> int:
     logs.configure()
     if command == "relay":
@@ -100,11 +123,7 @@ def run_from_cli(command: str, settings: Settings) -> int:
         app, _ = build_service_app(settings)
     else:  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown command {command}")
-    # Everything built so far lives for the whole process: move it out of the cyclic GC's
-    # reach. Without this, full collections walked ~250k start-up objects for 90-150 ms each,
-    # stalling every call at once (bench/bench_listen.py: p99 155 ms -> 9-14 ms at 100 calls).
-    gc.collect()
-    gc.freeze()
+    settle_heap()
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -14,7 +14,8 @@ only what the latency needs, from one stdlib epoll loop:
   process (what a real emulator reading with ``time.monotonic()`` would see);
 - it answers as Deepgram does on continuous speech (``--mode deepgram``): per connection, an
   interim ``Results`` every ``--interim-every-s`` of audio received and a final one (with words)
-  every ``--final-every-s``. So the service does its real downstream work (decode, partials and
+  every ``--final-every-s``, from a random (seeded) phase per connection, since independent
+  callers' results never all land in the same 20 ms. So the service does its real downstream work (decode, partials and
   finals to the relay hub), and its replay buffer — audio Deepgram has not finalised yet — stays
   as short as with the real service instead of growing towards its 30 s limit;
 - text frames: ``KeepAlive`` is counted, ``CloseStream`` is answered with a close 1000;
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import random
 import select
 import signal
 import socket
@@ -108,6 +110,7 @@ class Sink:
         self.mode = mode
         self.api_key = api_key
         self.interim_bytes = round(interim_every_s * AUDIO_BYTES_PER_S)  # 0: never
+        self._phase = random.Random(5)
         self.final_bytes = round(final_every_s * AUDIO_BYTES_PER_S)
         self.calls, self.frames = array("q"), array("q")
         self.kernel_ns, self.user_ns = array("q"), array("q")
@@ -223,7 +226,11 @@ class Sink:
 
     def _maybe_results(self, conn: _Conn) -> None:
         if not conn.next_final:
-            conn.next_interim, conn.next_final = self.interim_bytes, self.final_bytes
+            # Each connection's results start at a random phase (seeded): N callers who began
+            # together must not all get their results in the same 20 ms, every second, when
+            # independent callers' speech (and so Deepgram's results) never lines up like that.
+            phase = self._phase.randrange(max(self.final_bytes, self.interim_bytes, 1))
+            conn.next_interim, conn.next_final = self.interim_bytes + phase, self.final_bytes + phase
         heard = conn.audio_bytes
         if self.final_bytes and heard >= conn.next_final:
             self._send(conn, server_frame(results_text(conn.final_at / AUDIO_BYTES_PER_S,

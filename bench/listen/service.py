@@ -32,7 +32,7 @@ from centralita import logs
 from centralita.call_wiring import deepgram_stt, listening_call
 from centralita.composition import Service
 from centralita.routes_media import BuildCall
-from centralita.server import build_service_app, serve
+from centralita.server import build_service_app, serve, settle_heap
 from centralita.settings import Settings, SettingsError
 
 
@@ -73,9 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-frames", type=int, default=1)
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--gc-freeze", action="store_true",
-                   help="experiment: gc.freeze() once the app is built, so that full collections no "
-                        "longer walk the start-up heap (imports, routes)")
+    p.add_argument("--gc-untuned", action="store_true",
+                   help="experiment: skip what `centralita serve` does to the GC once the app is "
+                        "built (centralita.server.settle_heap: freeze, higher thresholds)")
+    p.add_argument("--gc-threshold", default=None, metavar="G0,G1,G2",
+                   help="experiment: settle_heap with these thresholds instead of the service's")
     p.add_argument("--gc-log-ms", type=float, default=None,
                    help="diagnostic: log every garbage collection that takes at least this long")
     args = p.parse_args(argv)
@@ -91,9 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_gc_pauses(args.gc_log_ms)
     app, service = build_service_app(settings)
     service.media.build_call = listening_calls(service, settings, args.batch_frames)
-    if args.gc_freeze:
-        gc.collect()
-        gc.freeze()
+    if not args.gc_untuned:  # as `centralita serve` does
+        if args.gc_threshold:
+            g0, g1, g2 = (int(v) for v in args.gc_threshold.split(","))
+            settle_heap((g0, g1, g2))
+        else:
+            settle_heap()
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

@@ -58,3 +58,20 @@ async def test_sigterm_closes_subscribers_with_1001_and_exits() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_settle_heap_freezes_what_exists_and_raises_the_thresholds() -> None:
+    import gc
+
+    from centralita.server import GC_THRESHOLDS, settle_heap
+
+    before = gc.get_threshold()
+    survivor = [object()]  # a container the collector tracks, alive before and after
+    try:
+        settle_heap()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        assert not any(o is survivor for o in gc.get_objects())  # frozen: out of every pass
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
