@@ -45,6 +45,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
+from bench.emulators.caller_records import (CallerRecord, CallRejected, MarkEcho, PlayoutSegment,
+                                            ReceivedFrame)
 from bench.emulators.ws_client import open_ws_client
 from protocols.audio import AudioFormat, Codec
 from protocols.errors import RemoteProtocolError
@@ -62,7 +64,6 @@ from protocols.telnyx_media import (
     Start,
     Stop,
     TelnyxInbound,
-    TelnyxOutbound,
     decode_outbound,
     encode_inbound,
 )
@@ -84,84 +85,6 @@ MALFORMED_FRAME_CODE: Final = 100003
 RECEIVE_QUEUE_FRAMES: Final = 64
 
 EndWith = Literal["stop", "close", "drop"]
-
-
-class CallRejected(ConnectionError):
-    """The service refused the media-stream handshake with an HTTP status."""
-
-    def __init__(self, status_code: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
-        super().__init__(f"media stream handshake refused with HTTP {status_code}")
-        self.status_code = status_code
-        self.headers = list(headers)
-        self.body = body
-
-
-@attrs.frozen
-class ReceivedFrame:
-    """A frame the service sent us: arrival time, the decoded message (None if malformed)."""
-
-    at: float
-    raw: str | bytes = attrs.field(repr=False)
-    message: TelnyxOutbound | None
-    error: str | None = None
-
-
-@attrs.frozen
-class MarkEcho:
-    """A mark sent back: when, and whether its audio played (False: a ``clear`` released it)."""
-
-    at: float
-    name: str
-    played: bool
-
-
-@attrs.define
-class PlayoutSegment:
-    """A stretch of continuous playback; the time between segments is a gap (nothing to play)."""
-
-    started_at: float
-    ended_at: float | None = None
-    bytes_played: int = 0
-    cleared: bool = False
-
-
-@attrs.define(eq=False)
-class CallerRecord:
-    """What happened on the call, for assertions. Times are ``trio.current_time()``."""
-
-    stream_id: str
-    call_control_id: str
-    connected_at: float | None = None
-    started_at: float | None = None
-    #: When each media frame was handed to the socket, in send order.
-    media_sent_at: list[float] = attrs.field(factory=list, repr=False)
-    media_frames: int = 0
-    #: Every frame we sent, as (time, event name, sequence number or None).
-    sent: list[tuple[float, str, int | None]] = attrs.field(factory=list, repr=False)
-    dtmf_sent: list[tuple[float, str]] = attrs.field(factory=list)
-    received: list[ReceivedFrame] = attrs.field(factory=list, repr=False)
-    marks: list[MarkEcho] = attrs.field(factory=list)
-    clears: list[float] = attrs.field(factory=list)
-    played: bytearray = attrs.field(factory=bytearray, repr=False)
-    segments: list[PlayoutSegment] = attrs.field(factory=list)
-    errors_sent: list[str] = attrs.field(factory=list)
-    ended_by: Literal["stop", "close", "drop", "server_closed"] | None = None
-    close_code: int | None = None
-    close_reason: str | None = None
-    ended_at: float | None = None
-
-    @property
-    def media_out(self) -> list[MediaOut]:
-        return [f.message for f in self.received if isinstance(f.message, MediaOut)]
-
-    @property
-    def gaps_s(self) -> list[float]:
-        """Wall time between consecutive playout segments."""
-        return [
-            later.started_at - earlier.ended_at
-            for earlier, later in zip(self.segments, self.segments[1:], strict=False)
-            if earlier.ended_at is not None
-        ]
 
 
 def _default_client_state() -> str:
