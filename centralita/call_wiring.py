@@ -110,6 +110,29 @@ def _call_spec(info: CallInfo, children: tuple[ChildSpec, ...]) -> SupervisorSpe
                           backoff=RESTART_BACKOFF, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT)
 
 
+def _relay_fanout(info: CallInfo, publisher: EventPublisher,
+                  on_latency: Callable[[TurnLatency], None] | None
+                  ) -> tuple[MailboxSender[RelayInput], ChildSpec]:
+    """Every call's RelayFanout: its drop-oldest mailbox (the sender) and its child spec."""
+    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
+                                                  name=f"{info.call_id}/relay")
+    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    return relay_tx, ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
+                               restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S)
+
+
+def _control_lane(info: CallInfo, hangup: HangupFactory | None
+                  ) -> tuple[tuple[ChildSpec, ...], dict[str, MailboxSender[Hangup]]]:
+    """The Brain's hangup lane when ``hangup`` gives a :class:`CallHangup`: the link's child spec
+    and the Brain's ``control_out`` channel; else nothing (the Brain has no control lane)."""
+    link = hangup(info) if hangup is not None else None
+    if link is None:
+        return (), {}
+    control_tx, control_rx = open_mailbox[Hangup](CONTROL_INBOX_EVENTS, Overflow.BLOCK,
+                                                  name=f"{info.call_id}/control")
+    return (link.child_spec(inbox=control_rx),), {"control_out": control_tx}
+
+
 def listening_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
                    stt: SttFactory, publisher: EventPublisher,
                    on_latency: Callable[[TurnLatency], None] | None = None) -> SupervisorSpec:
@@ -117,13 +140,10 @@ def listening_call(info: CallInfo, socket: MediaSocket, start_sequence_number: i
     cid = info.call_id
     audio_tx, audio_rx = open_mailbox[AudioFrame](AUDIO_INBOX_FRAMES, Overflow.DROP_OLDEST,
                                                   name=f"{cid}/audio")
-    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
-                                                  name=f"{cid}/relay")
-    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    relay_tx, relay_child = _relay_fanout(info, publisher, on_latency)
     rx = TelnyxRx(socket=socket, call=info, first_sequence_number=start_sequence_number)
     return _call_spec(info, (
-        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
-                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        relay_child,
         stt(info, inbox=audio_rx, transcripts_out=None, relay_out=relay_tx.clone()),
         ChildSpec(name="telnyx_rx", run=rx.run,
                   channels={"audio_out": audio_tx, "relay_out": relay_tx},
@@ -144,27 +164,17 @@ def bot_call(info: CallInfo, socket: MediaSocket, start_sequence_number: int, *,
     cid = info.call_id
     audio_tx, audio_rx = open_mailbox[AudioFrame](AUDIO_INBOX_FRAMES, Overflow.DROP_OLDEST,
                                                   name=f"{cid}/audio")
-    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
-                                                  name=f"{cid}/relay")
     brain_tx, brain_rx = open_mailbox[BrainInput](BRAIN_INBOX_EVENTS, Overflow.BLOCK,
                                                   name=f"{cid}/brain")
     speaker_tx, speaker_rx = open_mailbox[SpeakerInput](SPEAKER_INBOX_EVENTS, Overflow.BLOCK,
                                                         name=f"{cid}/speaker")
-    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    relay_tx, relay_child = _relay_fanout(info, publisher, on_latency)
     the_speaker = speaker(info, socket)
     the_brain = brain(info)
     rx = TelnyxRx(socket=socket, call=info, first_sequence_number=start_sequence_number)
-    link = hangup(info) if hangup is not None else None
-    control: tuple[ChildSpec, ...] = ()
-    brain_control: dict[str, MailboxSender[Hangup]] = {}
-    if link is not None:
-        control_tx, control_rx = open_mailbox[Hangup](CONTROL_INBOX_EVENTS, Overflow.BLOCK,
-                                                      name=f"{cid}/control")
-        control = (link.child_spec(inbox=control_rx),)
-        brain_control = {"control_out": control_tx}
+    control, brain_control = _control_lane(info, hangup)
     return _call_spec(info, (
-        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
-                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        relay_child,
         *control,
         ChildSpec(name="speaker", run=the_speaker.run,
                   channels={"inbox": speaker_rx, "reports_out": brain_tx.clone()},
@@ -231,30 +241,20 @@ def webhook_call(info: CallInfo, *, brain: BrainFactory, playback: PlaybackFacto
     """A webhook-mode call the bot answers (see the module docstring); returns its spec and the
     feed call control routes the call's webhooks through."""
     cid = info.call_id
-    relay_tx, relay_rx = open_mailbox[RelayInput](RELAY_INBOX_EVENTS, Overflow.DROP_OLDEST,
-                                                  name=f"{cid}/relay")
     brain_tx, brain_rx = open_mailbox[BrainInput](BRAIN_INBOX_EVENTS, Overflow.BLOCK,
                                                   name=f"{cid}/brain")
     play_tx, play_rx = open_mailbox[PlaybackInput](PLAYBACK_INBOX_EVENTS, Overflow.BLOCK,
                                                    name=f"{cid}/playback")
     heard_tx, heard_rx = open_mailbox[TranscriptionEvent](TRANSCRIPTION_INBOX_EVENTS, Overflow.FAIL,
                                                           name=f"{cid}/transcription")
-    fanout = RelayFanout(call=info, publisher=publisher, on_latency=on_latency)
+    relay_tx, relay_child = _relay_fanout(info, publisher, on_latency)
     the_brain = brain(info)
     player = playback(info)
     ears = TelnyxTranscription(call=info)
-    link = hangup(info) if hangup is not None else None
-    control: tuple[ChildSpec, ...] = ()
-    brain_control: dict[str, MailboxSender[Hangup]] = {}
-    if link is not None:
-        control_tx, control_rx = open_mailbox[Hangup](CONTROL_INBOX_EVENTS, Overflow.BLOCK,
-                                                      name=f"{cid}/control")
-        control = (link.child_spec(inbox=control_rx),)
-        brain_control = {"control_out": control_tx}
+    control, brain_control = _control_lane(info, hangup)
     feed = WebhookCallFeed(call_id=cid, transcriptions=heard_tx.clone(), playback=play_tx.clone())
     spec = _call_spec(info, (
-        ChildSpec(name="relay_fanout", run=fanout.run, channels={"inbox": relay_rx},
-                  restart=Restart.TRANSIENT, shutdown_s=RELAY_FANOUT_SHUTDOWN_S),
+        relay_child,
         *control,
         player.child_spec(inbox=play_rx, reports_out=brain_tx.clone()),
         ChildSpec(name="brain", run=the_brain.run,
