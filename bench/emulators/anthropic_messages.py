@@ -70,17 +70,18 @@ import math
 import re
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args
 
 import attrs
 import orjson
 import trio
-from hypercorn.config import Config
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
+from bench.emulators.asgi_serving import Receive as _Receive
+from bench.emulators.asgi_serving import Scope as _Scope
+from bench.emulators.asgi_serving import Send as _Send
+from bench.emulators.asgi_serving import answer_lifespan, serve_asgi
 from protocols.anthropic_stream import (
     ERROR_STATUS,
     ContentBlockDelta,
@@ -133,9 +134,6 @@ _ROLES: Final = ("user", "assistant")
 
 log = logging.getLogger(__name__)
 
-_Scope = Mapping[str, Any]
-_Receive = Callable[[], Awaitable[dict[str, Any]]]
-_Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 # == text helpers ===================================================================================
@@ -387,37 +385,16 @@ class AnthropicEmulator:
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report ``http://host:port`` through ``task_status``, serve until cancelled."""
-        config = Config()
-        config.bind = [f"{self.host}:{self.port}"]
-        config.accesslog = None
-        config.errorlog = log
-        # We create and close the listening socket: hypercorn's serve() leaves it to the GC.
-        sockets = config.create_sockets()
-        try:
-            for sock in sockets.insecure_sockets:
-                sock.listen(config.backlog)
-            async with trio.open_nursery() as nursery:
-                binds = await nursery.start(partial(
-                    worker_serve, wrap_app(cast(Any, self.asgi), config.wsgi_max_body_size, "asgi"),
-                    config,
-                    sockets=sockets))
-                self.url = binds[0]
-                task_status.started(self.url)
-        finally:
-            for sock in sockets.insecure_sockets:
-                sock.close()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve_asgi, self.asgi, self.host, self.port, log=log))
+            self.url = binds[0]
+            task_status.started(self.url)
 
     # -- ASGI ---------------------------------------------------------------------------------------
     async def asgi(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         """The ASGI application (lifespan and http)."""
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 

@@ -175,8 +175,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.voice.callers")
+def parse_caller_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line both load clients take (this one and :mod:`bench.voice.light_callers`)."""
+    p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--calls", type=int, default=1)
@@ -191,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.calls <= 500 or not 1 <= args.turns <= 10:
         p.error("1 ≤ calls ≤ 500, 1 ≤ turns ≤ 10")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_caller_args("python -m bench.voice.callers", argv)
     try:
         result = trio.run(run, args)
     except Exception as exc:  # noqa: BLE001 - reported to the orchestrator as a failed run

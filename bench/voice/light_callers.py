@@ -42,7 +42,8 @@ import orjson
 from bench.emulators.caller_audio import encode, script_audio
 from bench.listen.light_caller import connect
 from bench.listen.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameReader, client_frame, close_payload
-from bench.voice.callers import ENDPOINTING_FRAMES, ENDED_WAIT_S, percentiles_ms, plan_durations
+from bench.voice.callers import (ENDED_WAIT_S, ENDPOINTING_FRAMES, parse_caller_args, percentiles_ms,
+                                 plan_durations)
 from protocols.telnyx_media import (Connected, Mark, Media, MediaFormat, Start, Stop,
                                     encode_inbound)
 
@@ -367,21 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.voice.light_callers")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--token", required=True)
-    p.add_argument("--calls", type=int, default=1)
-    p.add_argument("--turns", type=int, default=3)
-    p.add_argument("--stagger-s", type=float, default=2.0)
-    p.add_argument("--lead-in-s", type=float, default=3.0)
-    p.add_argument("--gap-s", type=float, default=2.5)
-    p.add_argument("--utterance-min-s", type=float, default=0.8)
-    p.add_argument("--utterance-max-s", type=float, default=1.2)
-    p.add_argument("--seed", type=int, default=6)
-    p.add_argument("--warmup-calls", type=int, default=1)
-    args = p.parse_args(argv)
-    if not 1 <= args.calls <= 500 or not 1 <= args.turns <= 10:
-        p.error("1 ≤ calls ≤ 500, 1 ≤ turns ≤ 10")
+    args = parse_caller_args("python -m bench.voice.light_callers", argv)
     try:
         result = run(args)
     except (OSError, ConnectionError, KeyError, ValueError) as exc:

@@ -13,10 +13,11 @@ import attrs
 import httpx
 import orjson
 import trio
-from hypercorn.config import Config
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
+from bench.emulators.asgi_serving import Receive as _Receive
+from bench.emulators.asgi_serving import Scope as _Scope
+from bench.emulators.asgi_serving import Send as _Send
+from bench.emulators.asgi_serving import answer_lifespan, serve_asgi
 from bench.emulators.telnyx_api.checks import (
     _action_errors,
     _ApiFailure,
@@ -43,9 +44,6 @@ from bench.emulators.telnyx_api.records import (
     _Activity,
     _new_call_control_id,
     _now_iso,
-    _Receive,
-    _Scope,
-    _Send,
     log,
 )
 from protocols.telnyx_call_control import (
@@ -149,32 +147,17 @@ class TelnyxApiEmulator(FarEnd):
     async def _listen_until_refused(
         self, port: int, task_status: trio.TaskStatus[str] | None
     ) -> list[str]:
-        config = Config()
-        config.bind = [f"{self.host}:{port}"]
-        config.accesslog = None
-        config.errorlog = log
-        config.graceful_timeout = GRACEFUL_SHUTDOWN_S
-        # We create and close the listening socket: hypercorn's serve() leaves it to the GC.
-        sockets = config.create_sockets()
-        binds: list[str] = []
-
         async def refused() -> None:
             while self.api_down != "refuse":
                 await self._api_changed.wait()
 
-        try:
-            for sock in sockets.insecure_sockets:
-                sock.listen(config.backlog)
-            async with trio.open_nursery() as server:
-                binds = await server.start(partial(
-                    worker_serve, wrap_app(cast(Any, self.asgi), config.wsgi_max_body_size, "asgi"),
-                    config, sockets=sockets, shutdown_trigger=refused))  # fmt: skip
-                if task_status is not None:
-                    self.base_url = binds[0] + "/v2"
-                    task_status.started(self.base_url)
-        finally:
-            for sock in sockets.insecure_sockets:
-                sock.close()
+        async with trio.open_nursery() as server:
+            binds: list[str] = await server.start(partial(
+                serve_asgi, self.asgi, self.host, port, log=log, shutdown_trigger=refused,
+                graceful_timeout_s=GRACEFUL_SHUTDOWN_S))
+            if task_status is not None:
+                self.base_url = binds[0] + "/v2"
+                task_status.started(self.base_url)
         return binds
 
     async def place_inbound_call(
@@ -203,13 +186,7 @@ class TelnyxApiEmulator(FarEnd):
     async def asgi(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         """The ASGI application (lifespan and http)."""
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -60,9 +60,6 @@ _QUALITY_STATS: Final[Mapping[str, Any]] = {
                 "packet_count": "591", "skip_packet_count": "0"},
     "outbound": {"packet_count": "0", "skip_packet_count": "0"},
 }  # fmt: skip
-_Scope = Mapping[str, Any]
-_Receive = Callable[[], Awaitable[dict[str, Any]]]
-_Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 # --------------------------------------------------------------------------- scripts and records
